@@ -1,0 +1,51 @@
+# make install | test | lint | sut | demo | soak SCENARIO=soak-1h | ui | report RUN=reports/...
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SOAK := $(VENV)/bin/soak
+SCENARIO ?= smoke
+RUN ?=
+
+.PHONY: install test lint format sut demo soak ui report bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Two pytest runs: tests that import Locust (gevent monkey-patching) live in a process of their own.
+test: install
+	$(PY) -m pytest -m "not locust_inprocess" tests
+	$(PY) -m pytest -m locust_inprocess tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+sut: install
+	$(SOAK) sut
+
+demo: install
+	$(SOAK) run demo
+
+soak: install
+	$(SOAK) run $(SCENARIO)
+
+ui: install
+	$(SOAK) ui $(SCENARIO)
+
+report: install
+	@test -n "$(RUN)" || { echo "usage: make report RUN=reports/<run folder>"; exit 2; }
+	$(SOAK) report $(RUN)
+
+bench: install
+	for script in bench/bench_*.py; do $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
