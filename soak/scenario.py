@@ -57,6 +57,7 @@ SCHEMA: dict[str, Any] = {
         "leak_pool": ("bool", False),
         "rest_latency": ("duration", 0.0),
         "agent_latency": ("duration", 0.0),
+        "cross_talk": ("bool", False),  # fault: also push each event to another user's connections
     },
     "users": "users",
     "shape": {
