@@ -25,7 +25,9 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="soak", description="Load, soak and leak testing for real-time chat platforms")
+    parser = argparse.ArgumentParser(
+        prog="soak", description="Load, soak and leak testing for real-time chat platforms"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"soak.cmd_{MODULES.get(name, name)}")

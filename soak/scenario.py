@@ -36,6 +36,7 @@ USER_SCHEMA: dict[str, tuple[str, Any]] = {
 
 SCHEMA: dict[str, Any] = {
     "name": ("str", ""),
+    "run": ("table", {}),  # as-run metadata written by the runner (host, versions, sut urls); free-form
     "description": ("str", ""),
     "target": {
         "host": ("str", ""),  # backend base URL; empty = start the embedded sut
@@ -160,6 +161,10 @@ def _check(kind: str, value: Any, where: str) -> Any:
     if kind == "str_list":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad("a list of strings")
+        return value
+    if kind == "table":
+        if not isinstance(value, dict):
+            raise bad("a table")
         return value
     if kind == "float_table":
         if not isinstance(value, dict):
