@@ -83,6 +83,18 @@ def embedded_services(sut: Any, config: Any) -> dict[str, list[str]]:
     return services
 
 
+def die_with_parent() -> None:
+    """preexec_fn for child processes: the kernel sends SIGTERM to the child if the runner dies, even by kill -9,
+    so no sut or Locust process outlives it (Linux only; elsewhere a no-op)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def _env_or(value: str, variable: str) -> str:
     return os.environ.get(variable, "") if value == "env" else value
 
@@ -198,7 +210,11 @@ class Run:
         start = time.time()
         append_event(self.dir, "load_start", f"{shape['kind']} {shape['users']} users for {duration:.0f} s")
         self.locust = subprocess.Popen(
-            self._locust_command(host, auth_host), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self._locust_command(host, auth_host),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
         if self.samplers:  # the load generator samples as service "locust": the report shows it is not the leak
@@ -330,7 +346,9 @@ class UiRun(Run):
             command[command.index("--soak-sampler") + 1] = "on"
             command += ["--web-host", self.web_host, "--web-port", str(self.web_port)]
             log = (self.dir / "locust.log").open("ab")
-            self.locust = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.locust = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
+            )
             log.close()
             self.say(f"web UI: http://{self.web_host}:{self.web_port}  (Ctrl-C to stop; log: locust.log)")
             while self.locust.poll() is None:
