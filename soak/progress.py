@@ -68,7 +68,8 @@ def memory_slopes(trend: Trend, metric: str = MEMORY_METRIC) -> dict[str, float]
             continue
         ts, values = np.array(points).T
         slope, _, _ = leak_slope(ts, values)
-        out[service] = slope / 1e6
+        if math.isfinite(slope):  # too few distinct points (or a flat start) gives no slope yet
+            out[service] = slope / 1e6
     return out
 
 

@@ -61,3 +61,23 @@ def database_url() -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def sut_factory(tmp_path) -> Iterator:
+    """``start(**sut_config_keys)`` -> a running sut (sut.launcher.Sut), logs in tmp_path; all stopped afterwards.
+
+    Extra service settings that are not scenario keys go in ``settings={...}``.
+    """
+    from sut.launcher import SutConfig, start_sut
+
+    started = []
+
+    def start(settings: dict | None = None, **config):
+        running = start_sut(SutConfig(**config), log_dir=tmp_path / f"sut-{len(started)}", settings=settings)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
