@@ -280,7 +280,7 @@ class Run:
             self.sut.stop()
 
     def _analyse(self) -> int:
-        from analysis import RunFolderError, analyze_run, exit_code, write_report
+        from analysis import RunFolderError, analyze_run, exit_code, summary_lines, write_report
 
         try:
             verdict = analyze_run(self.dir, baseline=self.options.baseline)
@@ -299,25 +299,6 @@ class Run:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-
-def summary_lines(verdict: dict[str, Any]) -> list[str]:
-    """What a person reads first: the overall verdict, then one line per failed check."""
-    failed = [
-        f"  leak: {item['service']} {item['metric']}: {item['reason']}"
-        for item in verdict.get("leaks", [])
-        if item.get("leaking")
-    ]
-    for item in verdict.get("latency", []):
-        if item.get("passed") is False:
-            failed.append(f"  latency: {item['name']} p{item['percentile']}: {item.get('reason') or item}")
-    errors = verdict.get("errors", {})
-    if errors.get("passed") is False:
-        failed.append(f"  errors: {errors.get('reason') or errors}")
-    head = "PASSED" if verdict.get("passed") else "FAILED"
-    if verdict.get("interrupted"):
-        head += " (interrupted run: judged on the data gathered)"
-    return [head, *failed]
 
 
 def run_worker(master_host: str, master_port: int, locust_args: list[str]) -> int:
