@@ -1,0 +1,233 @@
+"""The WebSocket client's cost, against the real sut, next to a bare websocket-client loop measured in the same run.
+
+1. Round trips per second and per CPU second of this (the load-generating) process: our client (reader greenlet,
+   id matching, order checks, Locust request events into real Locust stats, the exact timing record) against a
+   bare loop under gevent that sends and reads frames with no bookkeeping at all (the ceiling for this stack).
+   Two kinds of round trip: ``ping`` -> ``pong`` (cheap on the server, so the client is the limit) and
+   ``chat_message`` -> ``agent_completed`` (six events per message). Goal: at least 0.8 of the bare loop.
+2. Idle-ish users: N users, each an HTTP session (used once) and a WebSocket sending one message every 10 s
+   (``ping``: a chat message to each would measure the sut's agent, not the client), held for a while: failures,
+   exact p50/p99, and the client RSS per user. Goal: 5,000 users per worker at most 64 KiB each.
+
+    .venv/bin/python bench/bench_ws.py [--connections 50] [--seconds 8] [--idle-users 1000,2500,5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+import gevent
+import locust  # noqa: F401, I001 - first: gevent monkey-patching
+import psutil
+import requests
+import websocket
+from gevent.pool import Pool
+from locust import events
+from locust.clients import HttpSession
+from locust.env import Environment
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from locustfiles import plugin  # noqa: E402
+from locustfiles.exchange import Exchange, Reporter, new_id  # noqa: E402
+from locustfiles.gcwatch import GcPauses  # noqa: E402
+from locustfiles.timings import TimingRecord  # noqa: E402
+from locustfiles.wsclient import WsConnection, ws_url  # noqa: E402
+from sut.launcher import SutConfig, start_sut  # noqa: E402
+
+PING_STEPS, PING_NAMES = ("pong",), {"pong": "ws ping"}
+CHAT_REPLIES = 6  # ack, agent_started, agent_thinking, tool_executing, tool_completed, agent_completed
+IDLE_EVERY = 10.0  # seconds between an idle user's messages
+CONNECT_CONCURRENCY = 50
+FDS_PER_USER = 2  # its HTTP keep-alive socket and its WebSocket
+FD_RESERVE = 200
+GOAL_RATIO, GOAL_USERS, GOAL_BYTES = 0.8, 5000, 64 * 1024
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def login(auth: str, backend: str, email: str) -> tuple[str, int]:
+    token = requests.post(f"{auth}/auth/login", json={"email": email, "password": "bench"}, timeout=10).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    thread = requests.post(f"{backend}/api/threads", json={"title": "bench"}, headers=headers, timeout=10).json()
+    return token["access_token"], thread["id"]
+
+
+def bare_loop(url: str, token: str, kind: str, thread_id: int, deadline: float, done: list[int]) -> None:
+    ws = websocket.create_connection(url, header=[f"Authorization: Bearer {token}"], skip_utf8_validation=True)
+    ws.settimeout(None)
+    if kind == "ping":
+        payload, replies = '{"type":"ping","id":"bare"}', 1
+    else:
+        payload, replies = f'{{"type":"chat_message","id":"bare","thread_id":{thread_id},"content":"hi"}}', 6
+    while time.perf_counter() < deadline:
+        ws.send(payload)
+        for _ in range(replies):
+            ws.recv()
+        done[0] += 1
+    ws.close()
+
+
+def our_loop(url: str, token: str, kind: str, thread_id: int, deadline: float, done: list[int], report) -> None:
+    conn = WsConnection(url, token, report)
+    conn.connect()
+    while time.perf_counter() < deadline:
+        if kind == "ping":
+            exchange = Exchange(new_id(), PING_STEPS, PING_NAMES, report)
+            conn.start(exchange, {"type": "ping", "id": exchange.id})
+        else:
+            exchange = conn.chat(thread_id, "hi")
+        if exchange.wait(10.0):
+            done[0] += 1
+    conn.close()
+
+
+def throughput(label, loop, identities, backend, kind, seconds, *extra) -> tuple[float, float]:
+    done = [0]
+    deadline = time.perf_counter() + seconds
+    cpu, started = cpu_seconds(), time.perf_counter()
+    greenlets = [
+        gevent.spawn(loop, ws_url(backend), token, kind, thread_id, deadline, done, *extra)
+        for token, thread_id in identities
+    ]
+    gevent.joinall(greenlets, raise_error=True)
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    print(f"  {label:<6} {kind:<5} {done[0] / elapsed:9.0f} round trips/s  {done[0] / cpu:9.0f} per CPU s")
+    return done[0] / elapsed, done[0] / cpu
+
+
+def idle_users(count: int, token: str, backend: str, seconds: float, env: Environment, record: TimingRecord) -> dict:
+    stats = env.runner.stats
+    stats.reset_all()
+    record.take_all()
+    report = Reporter(env)
+    gc.collect()
+    rss_before = psutil.Process().memory_info().rss
+    connections: list[WsConnection] = []
+    sessions: list[HttpSession] = []
+
+    def open_one(_: int) -> None:
+        # what a worker holds per user: its HTTP session (used once, as a user loads its threads) and its socket
+        session = HttpSession(backend, env.events.request, None)
+        session.get("/api/threads", headers={"Authorization": f"Bearer {token}"}, name="GET /api/threads")
+        sessions.append(session)
+        conn = WsConnection(ws_url(backend), token, report)
+        if conn.connect():
+            connections.append(conn)
+
+    Pool(CONNECT_CONCURRENCY).map(open_one, range(count))
+    gc.collect()
+    gc.freeze()  # as the plugin does after spawning
+    stop_at = time.perf_counter() + seconds
+
+    def chat(conn: WsConnection) -> None:
+        gevent.sleep(random.uniform(0, IDLE_EVERY))
+        while time.perf_counter() < stop_at:
+            exchange = Exchange(new_id(), PING_STEPS, PING_NAMES, report)
+            conn.start(exchange, {"type": "ping", "id": exchange.id})
+            exchange.wait(10.0)
+            gevent.sleep(IDLE_EVERY)
+
+    pauses = GcPauses()  # this process's own GC pauses while it measures: tail latency that is the client's own
+    pauses.install()
+    cpu, started = cpu_seconds(), time.perf_counter()
+    gevent.joinall([gevent.spawn(chat, conn) for conn in connections])
+    cpu, elapsed = cpu_seconds() - cpu, time.perf_counter() - started
+    pauses.uninstall()
+    gc_max = max((values[0] for values in pauses.intervals.values()), default=0.0)
+    rss_after = psutil.Process().memory_info().rss
+    pings = stats.get("ws ping", "WS")
+    values = sorted(ms for row in record.take_all() for ms in [row[3]] * row[4])
+    for conn in connections:
+        conn.close()
+    for session in sessions:
+        session.close()
+    gc.unfreeze()
+    return {
+        "users": len(connections),
+        "failed_connects": stats.get("WS connect", "WS").num_failures,
+        "pings": pings.num_requests,
+        "failures": pings.num_failures,
+        "p50": values[len(values) // 2] if values else float("nan"),
+        "p99": values[int(len(values) * 0.99)] if values else float("nan"),
+        "cpu_percent": 100 * cpu / elapsed,
+        "gc_max_ms": gc_max,
+        "rss_per_conn": (rss_after - rss_before) / max(len(connections), 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=50, help="concurrent connections for the round-trip runs")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per round-trip run")
+    parser.add_argument("--kinds", default="ping,chat", help="round-trip kinds to compare ('' = none)")
+    parser.add_argument("--idle-users", default="1000,2500,5000,9000", help="idle-ish user counts to try, in order")
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="seconds to hold each idle-ish count")
+    args = parser.parse_args()
+
+    env = Environment(events=events)
+    env.create_local_runner()  # Locust's stats listen to the request events, as in a real run
+    env.events.request.add_listener(plugin._on_request)  # the exact timing record, as on a worker
+    record = plugin.record
+    report = Reporter(env)
+    config = SutConfig(rate_limit=1_000_000, agent_step=0.0, access_token_ttl=3600.0)
+    with start_sut(config, settings={"ws_ping_interval": 0.0}) as sut:
+        auth, backend = sut.urls["auth"], sut.urls["backend"]
+        identities = [login(auth, backend, f"bench-{i}-{new_id()}@soak.test") for i in range(args.connections)]
+        print(f"round trips, {args.connections} connections, {args.seconds:g} s each (best of 2, alternating):")
+        ratios = {}
+        for kind in [k for k in args.kinds.split(",") if k]:
+            bare = ours = (0.0, 0.0)
+            for _ in range(2):
+                run = throughput("bare", bare_loop, identities, backend, kind, args.seconds)
+                bare = (max(bare[0], run[0]), max(bare[1], run[1]))
+                run = throughput("ours", our_loop, identities, backend, kind, args.seconds, report)
+                ours = (max(ours[0], run[0]), max(ours[1], run[1]))
+            ratios[kind] = (ours[0] / bare[0], ours[1] / bare[1])
+            print(f"  ratio  {kind:<5} {ratios[kind][0]:9.2f} of bare per s {ratios[kind][1]:9.2f} of bare per CPU s")
+
+        print(f"idle-ish users (one ping every {IDLE_EVERY:g} s), {args.idle_seconds:g} s each:")
+        held, per_conn = 0, float("nan")
+        token = identities[0][0]
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        for count in [int(n) for n in args.idle_users.split(",") if n]:
+            if FDS_PER_USER * count + FD_RESERVE > fd_limit:
+                print(f"  {count:6d} users: skipped, needs {FDS_PER_USER * count} file descriptors (limit {fd_limit})")
+                break
+            result = idle_users(count, token, backend, args.idle_seconds, env, record)
+            print(
+                f"  {result['users']:6d} users: {result['pings']:6d} pings, {result['failures']} failed,"
+                f" {result['failed_connects']} connects failed, p50 {result['p50']:.3g} ms, p99 {result['p99']:.3g} ms,"
+                f" client CPU {result['cpu_percent']:.0f}%, client GC pause max {result['gc_max_ms']:.1f} ms,"
+                f" RSS {result['rss_per_conn'] / 1024:.1f} KiB/connection"
+            )
+            if result["failures"] or result["failed_connects"] or result["users"] < count:
+                break
+            held, per_conn = result["users"], result["rss_per_conn"]
+
+    print("goals:")
+    for kind, (per_second, per_cpu) in ratios.items():
+        print(
+            f"  {kind}: ratio to the bare loop >= {GOAL_RATIO}: {per_second:.2f} per s {ok(per_second >= GOAL_RATIO)},"
+        )
+        print(f"        {per_cpu:.2f} per CPU second {ok(per_cpu >= GOAL_RATIO)}")
+    print(f"  idle-ish users held >= {GOAL_USERS}: {held} {ok(held >= GOAL_USERS)}")
+    print(f"  client memory <= {GOAL_BYTES // 1024} KiB/connection: {per_conn / 1024:.1f} {ok(per_conn <= GOAL_BYTES)}")
+    return 0
+
+
+def ok(passed: bool) -> str:
+    return "ok" if passed else "MISSED"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""What a WebSocket client expects back and what it got: per message id, in order, each once, in time.
+
+An Exchange is one message sent and the events expected back; an Inbox holds a connection's exchanges and matches
+each server event to one by ``reply_to`` (``upload_id`` for uploads). Timed steps are fired as Locust requests of
+type ``WS``, each exactly once per exchange: a success with its time (``time.perf_counter()`` from the send), or a
+failure saying what went wrong. A missing, late, out-of-order, duplicated or foreign event is a failure; messages
+name the event type, never an id, so Locust's error table stays bounded. Everything is bounded: MAX_PENDING
+exchanges and RECENT_IDS finished ids per connection. This module does not import Locust.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from itertools import count
+from typing import Any
+
+from gevent.hub import Waiter, get_hub
+
+MAX_PENDING = 64  # exchanges in flight on one connection; a user waits for its replies long before this
+RECENT_IDS = 16  # finished exchanges remembered to tell a late duplicate from a foreign event
+MAX_EARLY_UPLOADS = 16  # upload results that overtook their POST's response
+REQUEST_TYPE = "WS"
+EVENTS_NAME = "ws event"  # events that belong to no exchange: foreign, repeated after the end, malformed
+
+CHAT_STEPS = ("ack", "agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed")
+CHAT_NAMES = {"ack": "ws round trip", "agent_started": "agent startup", "agent_completed": "agent complete"}
+REFRESH_STEPS = ("token_refreshed",)
+REFRESH_NAMES = {"token_refreshed": "ws token refresh"}
+UPLOAD_STEPS = ("upload_processed",)
+UPLOAD_NAMES = {"upload_processed": "upload processed"}
+UPLOAD_TYPES = frozenset({"upload_processed", "upload_failed"})  # matched by upload_id, not reply_to
+ERROR_TYPES = frozenset({"error", "upload_failed"})
+# Pushed by the server without belonging to a message; not a failure on their own.
+NOTICE_TYPES = frozenset({"replay_truncated", "hello", "connected", "pong"})
+
+_ids = count(1)
+_id_prefix = ("", -1)
+
+
+def new_id() -> str:
+    """A client message id unique across users, processes and machines (random per process, after any fork)."""
+    global _id_prefix
+    if _id_prefix[1] != os.getpid():
+        _id_prefix = (os.urandom(5).hex(), os.getpid())
+    return f"{_id_prefix[0]}-{next(_ids)}"
+
+
+class Flag:
+    """A one-shot event with at most one waiter: gevent.event.Event's link machinery and Timeout object cost more
+    than the rest of a round trip's bookkeeping (measured with bench/bench_ws.py)."""
+
+    __slots__ = ("_is_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._waiter: Waiter | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        if self._is_set:
+            return
+        self._is_set = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            get_hub().loop.run_callback(waiter.switch, True)
+
+    def wait(self, timeout: float) -> bool:
+        """True once set; False after ``timeout`` seconds."""
+        if self._is_set:
+            return True
+        if timeout <= 0:
+            return False
+        hub = get_hub()
+        waiter = self._waiter = Waiter(hub)
+        timer = hub.loop.timer(timeout)
+        timer.start(waiter.switch, False)
+        try:
+            return waiter.get()
+        finally:
+            timer.close()
+            self._waiter = None
+
+
+class EventCheckFailed(Exception):
+    """A server event that broke the contract (the message says which check, never which id)."""
+
+
+class Reporter:
+    """Fires Locust request events of type WS."""
+
+    __slots__ = ("_fire",)
+
+    def __init__(self, environment: Any) -> None:
+        self._fire = environment.events.request.fire
+
+    def success(self, name: str, ms: float, length: int = 0) -> None:
+        self._fire(
+            request_type=REQUEST_TYPE, name=name, response_time=ms, response_length=length, exception=None, context={}
+        )
+
+    def failure(self, name: str, message: str, ms: float | None = None) -> None:
+        self._fire(
+            request_type=REQUEST_TYPE,
+            name=name,
+            response_time=ms,
+            response_length=0,
+            exception=EventCheckFailed(message),
+            context={},
+        )
+
+
+class Exchange:
+    """One message sent and the events expected back, in order, each once."""
+
+    __slots__ = (
+        "id",
+        "steps",
+        "names",
+        "report",
+        "sent_at",
+        "timed",
+        "refusable",
+        "seen",
+        "fired",
+        "last",
+        "times",
+        "problem",
+        "error",
+        "result",
+        "done",
+        "replied",
+        "replied_at",
+        "expect_fields",
+        "inbox",
+        "_watch",
+    )
+
+    def __init__(
+        self,
+        exchange_id: str,
+        steps: tuple[str, ...],
+        names: dict[str, str],
+        report: Reporter,
+        timed: bool = True,
+        refusable: bool = False,
+    ) -> None:
+        self.id = exchange_id
+        self.steps = steps
+        self.names = names
+        self.report = report
+        self.sent_at = time.perf_counter()
+        self.timed = timed  # fire the named steps (one tab of several times them; the others only check)
+        self.refusable = refusable  # an error reply is an answer the caller judges, not a failure
+        self.seen = 0  # bit per step
+        self.fired = 0  # bit per named step already fired
+        self.last = -1
+        self.times: dict[str, float] = {}
+        self.problem: str | None = None
+        self.error: dict | None = None
+        self.result: dict | None = None  # the final event
+        self.done = Flag()
+        self.replied = Flag() if refusable else None
+        self.replied_at: float | None = None
+        self.expect_fields: dict[str, Any] | None = None  # fields the final event must carry with these values
+        self.inbox: Inbox | None = None
+        self._watch: tuple[int, Flag] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.done.is_set() and self.problem is None and self.error is None
+
+    def _elapsed_ms(self, now: float) -> float:
+        return (now - self.sent_at) * 1000.0
+
+    def _fire_failure(self, step: str, message: str, now: float | None) -> None:
+        index = self.steps.index(step)
+        if self.fired & (1 << index):
+            return
+        self.fired |= 1 << index
+        if self.timed:
+            self.report.failure(self.names[step], message, None if now is None else self._elapsed_ms(now))
+
+    def _fire_unfired(self, message: str, now: float | None) -> None:
+        """Every named step not yet fired fails with ``message`` (with ``{step}`` filled in)."""
+        for step in self.names:
+            self._fire_failure(step, message.format(step=step), now)
+
+    def _note(self, problem: str) -> None:
+        if self.problem is None:
+            self.problem = problem
+
+    @property
+    def replied_ms(self) -> float:
+        return self._elapsed_ms(self.replied_at) if self.replied_at is not None else 0.0
+
+    def receive(self, event: dict, etype: str, now: float) -> None:
+        if self.replied_at is None:
+            self.replied_at = now
+            if self.replied is not None:
+                self.replied.set()
+        if etype in ERROR_TYPES:
+            self.error = event
+            if not self.refusable:
+                code = str(event.get("code") or etype)[:40]
+                self._note(f"error {code}")
+                self._fire_unfired(f"error {code} instead of {{step}}", now)
+            self._finish()
+            return
+        index = self.steps.index(etype) if etype in self.steps else -1
+        if index < 0:
+            self._note(f"unexpected {etype} in this exchange")
+            return
+        bit = 1 << index
+        if self.seen & bit:
+            self._note(f"duplicate {etype}")
+            return
+        in_order = index > self.last
+        if not in_order:
+            self._note(f"{etype} after {self.steps[self.last]} (out of order)")
+        self.seen |= bit
+        self.last = max(self.last, index)
+        self.times[etype] = now
+        final = index == len(self.steps) - 1
+        if final:
+            for step in self.steps[:index]:
+                if not self.seen & (1 << self.steps.index(step)):
+                    self._note(f"{step} missing before {etype}")
+                    if step in self.names:
+                        self._fire_failure(step, f"{step} missing before {etype}", None)
+            self.result = event
+            for key, value in (self.expect_fields or {}).items():
+                if event.get(key) != value:
+                    self._note(f"{etype} has the wrong {key}")
+        name = self.names.get(etype)
+        if name is not None and self.timed and not self.fired & bit:
+            self.fired |= bit
+            if in_order and (not final or self.problem is None):
+                self.report.success(name, self._elapsed_ms(now))
+            else:
+                self.report.failure(name, self.problem or f"{etype} out of order", self._elapsed_ms(now))
+        if self._watch is not None and self.last >= self._watch[0]:
+            self._watch[1].set()
+        if final:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.inbox is not None:
+            self.inbox.forget(self)
+        self.done.set()
+        if self.replied is not None:
+            self.replied.set()
+        if self._watch is not None:
+            self._watch[1].set()
+
+    def fail(self, reason: str, now: float | None = None) -> None:
+        """End the exchange as failed: every named step not fired yet fails with ``reason``."""
+        if self.done.is_set():
+            return
+        self._note(reason.format(step=self.steps[-1]))
+        self._fire_unfired(reason, now)
+        self._finish()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the final step; past ``timeout`` seconds since the send, the missing steps fail. True if ok."""
+        remaining = self.sent_at + timeout - time.perf_counter()
+        if not self.done.wait(max(remaining, 0.0)):
+            self.fail(f"{{step}} not received within {timeout:g} s", time.perf_counter())
+        return self.ok
+
+    def wait_for(self, step: str, timeout: float) -> bool:
+        """Wait until ``step`` (or a later one) arrived or the exchange ended; True if the step arrived."""
+        index = self.steps.index(step)
+        if self.last < index and not self.done.is_set():
+            self._watch = (index, Flag())
+            self._watch[1].wait(max(self.sent_at + timeout - time.perf_counter(), 0.0))
+            self._watch = None
+        return self.last >= index
+
+    def untime(self) -> None:
+        """Stop firing named steps (after a reconnect the times would include the reconnect)."""
+        self.timed = False
+
+
+class Inbox:
+    """What one connection (or one connection and its reconnections) expects and has seen."""
+
+    __slots__ = ("report", "pending", "recent", "last_event_id", "uploads_in_flight", "early_uploads")
+
+    def __init__(self, report: Reporter) -> None:
+        self.report = report
+        self.pending: dict[str, Exchange] = {}
+        self.recent: deque[tuple[str, bool]] = deque(maxlen=RECENT_IDS)
+        self.last_event_id: int | None = None
+        self.uploads_in_flight = 0
+        self.early_uploads: dict[str, tuple[dict, float]] = {}
+
+    def expect(self, exchange: Exchange) -> bool:
+        if len(self.pending) >= MAX_PENDING:
+            exchange.fail("too many messages in flight on one connection")
+            return False
+        exchange.inbox = self
+        self.pending[exchange.id] = exchange
+        early = self.early_uploads.pop(exchange.id, None)
+        if early is not None:
+            exchange.receive(early[0], early[0].get("type", ""), early[1])
+        return True
+
+    def forget(self, exchange: Exchange) -> None:
+        if self.pending.pop(exchange.id, None) is not None:
+            self.recent.append((exchange.id, exchange.problem is None and exchange.error is None))
+
+    def handle(self, event: dict, now: float) -> None:
+        etype = event.get("type")
+        if etype in UPLOAD_TYPES:
+            key = event.get("upload_id")
+        else:
+            key = event.get("reply_to")
+        exchange = self.pending.get(key) if key is not None else None
+        if exchange is None:
+            self._unmatched(event, etype, key, now)
+            return
+        event_id = event.get("event_id")
+        if event_id is not None:
+            if self.last_event_id is not None and event_id <= self.last_event_id:
+                exchange._note(f"{etype} repeated or out of order (event_id did not increase)")
+                return
+            self.last_event_id = event_id
+        exchange.receive(event, etype, now)
+
+    def _unmatched(self, event: dict, etype: Any, key: Any, now: float) -> None:
+        event_id = event.get("event_id")
+        for finished_id, clean in self.recent:
+            if finished_id == key:
+                if event_id is not None and self.last_event_id is not None and event_id > self.last_event_id:
+                    self.last_event_id = event_id
+                if clean:  # after a timeout, late events were already counted as missing
+                    self.report.failure(EVENTS_NAME, f"{etype} after its exchange had ended (duplicate or late)")
+                return
+        if etype in UPLOAD_TYPES and self.uploads_in_flight > 0 and len(self.early_uploads) < MAX_EARLY_UPLOADS:
+            self.early_uploads[key] = (event, now)  # may have overtaken the response to our own POST
+            return
+        if key is None:
+            if etype in NOTICE_TYPES:
+                return
+            if etype == "error":
+                self.report.failure(EVENTS_NAME, f"error {event.get('code') or '?'} without reply_to")
+            else:
+                self.report.failure(EVENTS_NAME, f"unexpected event {str(etype)[:40]} without reply_to")
+            return
+        if etype in UPLOAD_TYPES:
+            self.report.failure(EVENTS_NAME, f"foreign event: {etype} for an upload this user did not make")
+        else:
+            self.report.failure(EVENTS_NAME, f"foreign event: {etype} for a message this user did not send")
+
+    def settle_uploads(self) -> None:
+        """Upload results still unclaimed when no upload of ours is in flight belong to someone else."""
+        if self.uploads_in_flight == 0 and self.early_uploads:
+            for event, _ in self.early_uploads.values():
+                self.report.failure(EVENTS_NAME, f"foreign event: {event.get('type')} for an upload of another user")
+            self.early_uploads.clear()
+
+    def fail_all(self, reason: str) -> None:
+        now = time.perf_counter()
+        for exchange in list(self.pending.values()):
+            exchange.fail(reason, now)

@@ -1,0 +1,131 @@
+"""The Locust glue: command-line options, scenario settings, the timing record and the load generator's GC.
+
+Where things run: requests are recorded where users run (a local runner or each worker). Workers hand their counts
+to the master with every report; the master (or the local runner) writes ``latency.csv`` and the ``locust`` rows of
+``samples.csv`` as intervals close, and everything left when Locust quits (after SIGINT or SIGTERM too).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import gevent
+from locust import events
+from locust.runners import MasterRunner, WorkerRunner
+
+from locustfiles import gcwatch, options, timings, users
+
+FLUSH_EVERY = 2.0  # seconds between checks for closed intervals
+MASTER_GRACE = 7.0  # workers report every 3 s: wait two reports before writing an interval
+LOCAL_GRACE = 1.0
+REPORT_KEY_TIMINGS = "soak_timings"
+REPORT_KEY_GC = "soak_gc"
+LATENCY_FILE = "latency.csv"
+SAMPLES_FILE = "samples.csv"
+SAMPLES_HEADER = ("ts", "service", "metric", "value")
+
+logger = logging.getLogger(__name__)
+record = timings.TimingRecord()
+gc_pauses = gcwatch.GcPauses()
+_state: dict[str, Any] = {"flusher": None, "writes": False, "grace": LOCAL_GRACE}
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any, **_kwargs: Any) -> None:
+    options.add_arguments(parser)
+
+
+def _on_request(request_type: str, name: str, response_time: float | None, exception: Any, **_kwargs: Any) -> None:
+    if exception is None and response_time is not None:
+        record.add(request_type, name, response_time, time.time())
+
+
+def _on_report_to_master(client_id: str, data: dict, **_kwargs: Any) -> None:
+    data[REPORT_KEY_TIMINGS] = record.take_all()
+    data[REPORT_KEY_GC] = gc_pauses.take_report()
+
+
+def _on_worker_report(client_id: str, data: dict, **_kwargs: Any) -> None:
+    record.merge(data.get(REPORT_KEY_TIMINGS) or [])
+    gc_pauses.merge(data.get(REPORT_KEY_GC) or [])
+
+
+def _on_spawning_complete(user_count: int, **_kwargs: Any) -> None:
+    # After spawning, what the users hold lives long: out of the collector's sight, full collections stay short.
+    if gc_pauses.freeze():
+        logger.debug("gc.freeze() after spawning %s users", user_count)
+
+
+def flush(final: bool = False) -> None:
+    """Write closed intervals (all intervals when ``final``) to the run folder."""
+    run_dir = options.current.run_dir
+    if not _state["writes"] or run_dir is None:
+        return
+    now = time.time()
+    if final:
+        latency_rows, gc_rows = record.take_all(), gc_pauses.take_all()
+    else:
+        gc_pauses.touch(now)
+        latency_rows = record.take_closed(now, _state["grace"])
+        gc_rows = gc_pauses.take_closed(now, _state["grace"])
+    try:
+        timings.append_rows(run_dir / LATENCY_FILE, timings.HEADER, latency_rows)
+        timings.append_rows(run_dir / SAMPLES_FILE, SAMPLES_HEADER, gcwatch.sample_rows(gc_rows))
+    except OSError as exc:
+        logger.error("cannot write to %s: %s", run_dir, exc)
+
+
+def _flush_loop() -> None:
+    while True:
+        gevent.sleep(FLUSH_EVERY)
+        flush()
+
+
+def _on_quitting(**_kwargs: Any) -> None:
+    flush(final=True)
+
+
+def _on_quit(**_kwargs: Any) -> None:
+    # After runner.quit(): users' on_stop ran and the workers' last reports arrived.
+    flush(final=True)
+    flusher = _state["flusher"]
+    if flusher is not None:
+        flusher.kill(block=False)
+
+
+def _on_test_start(environment: Any, **_kwargs: Any) -> None:
+    # A remote worker learns the master's custom options only now (they come with the first spawn message).
+    if isinstance(environment.runner, WorkerRunner):
+        settings = options.apply(environment.parsed_options)
+        users.configure(environment, settings, drop_unweighted=False)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_kwargs: Any) -> None:
+    settings = options.apply(environment.parsed_options)
+    runner = environment.runner
+    is_worker = isinstance(runner, WorkerRunner)
+    is_master = isinstance(runner, MasterRunner)
+    try:
+        users.configure(environment, settings, drop_unweighted=not is_worker)
+    except options.ScenarioFileError as exc:
+        options.exit_with(str(exc))
+    environment.events.test_start.add_listener(_on_test_start)
+    if not is_master:
+        environment.events.spawning_complete.add_listener(_on_spawning_complete)
+        if is_worker or settings.run_dir is not None:  # recorded only where it will be written
+            environment.events.request.add_listener(_on_request)
+            gc_pauses.install()
+    if is_worker:
+        environment.events.report_to_master.add_listener(_on_report_to_master)
+        return
+    if is_master:
+        environment.events.worker_report.add_listener(_on_worker_report)
+        _state["grace"] = MASTER_GRACE
+    if settings.run_dir is not None:
+        _state["writes"] = True
+        _state["flusher"] = gevent.spawn(_flush_loop)
+        environment.events.quitting.add_listener(_on_quitting)
+        environment.events.quit.add_listener(_on_quit)
