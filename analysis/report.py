@@ -57,8 +57,13 @@ def render(current: Analysis, base: Analysis | None = None) -> str:
     run = verdict["run"]
     word = "PASSED" if verdict["passed"] else "FAILED"
     failed = sum(c["status"] == "failed" for c in verdict["checks"])
+    no_data = sum(c["status"] == "no data" for c in verdict["checks"])
     total = len(verdict["checks"])
-    headline = f"{run['name']}: {total - failed} of {total} checks passed" + (f", {failed} failed" if failed else "")
+    headline = (
+        f"{run['name']}: {total - failed - no_data} of {total} checks passed"
+        + (f", {failed} failed" if failed else "")
+        + (f", {no_data} without data" if no_data else "")
+    )
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>{e(word)}: {e(run['name'])} soak report</title><style>{CSS}</style></head><body>",
