@@ -3,6 +3,7 @@
 1. Round trips per second and per CPU second of this (the load-generating) process: our client (reader greenlet,
    id matching, order checks, Locust request events into real Locust stats, the exact timing record) against a
    bare loop under gevent that sends and reads frames with no bookkeeping at all (the ceiling for this stack).
+   A third loop, the bare one plus Locust request events, shows what Locust's own stats cost on their own.
    Two kinds of round trip: ``ping`` -> ``pong`` (cheap on the server, so the client is the limit) and
    ``chat_message`` -> ``agent_completed`` (six events per message). Goal: at least 0.8 of the bare loop.
 2. Idle-ish users: N users, each an HTTP session (used once) and a WebSocket sending one message every 10 s
@@ -62,17 +63,23 @@ def login(auth: str, backend: str, email: str) -> tuple[str, int]:
     return token["access_token"], thread["id"]
 
 
-def bare_loop(url: str, token: str, kind: str, thread_id: int, deadline: float, done: list[int]) -> None:
+def bare_loop(url: str, token: str, kind: str, thread_id: int, deadline: float, done: list[int], report=None) -> None:
+    """Send, read the replies, repeat; with ``report``, also fire Locust request events for the timed replies
+    (1st, 2nd and last of a chat), unparsed: what Locust's own stats cost on top of the bare loop."""
     ws = websocket.create_connection(url, header=[f"Authorization: Bearer {token}"], skip_utf8_validation=True)
     ws.settimeout(None)
     if kind == "ping":
-        payload, replies = '{"type":"ping","id":"bare"}', 1
+        payload, replies, timed = '{"type":"ping","id":"bare"}', 1, {0: "ws ping"}
     else:
         payload, replies = f'{{"type":"chat_message","id":"bare","thread_id":{thread_id},"content":"hi"}}', 6
+        timed = {0: "ws round trip", 1: "agent startup", 5: "agent complete"}
     while time.perf_counter() < deadline:
+        started = time.perf_counter()
         ws.send(payload)
-        for _ in range(replies):
+        for i in range(replies):
             ws.recv()
+            if report is not None and i in timed:
+                report.success(timed[i], (time.perf_counter() - started) * 1000.0)
         done[0] += 1
     ws.close()
 
@@ -125,8 +132,6 @@ def idle_users(count: int, token: str, backend: str, seconds: float, env: Enviro
             connections.append(conn)
 
     Pool(CONNECT_CONCURRENCY).map(open_one, range(count))
-    gc.collect()
-    gc.freeze()  # as the plugin does after spawning
     stop_at = time.perf_counter() + seconds
 
     def chat(conn: WsConnection) -> None:
@@ -137,10 +142,14 @@ def idle_users(count: int, token: str, backend: str, seconds: float, env: Enviro
             exchange.wait(10.0)
             gevent.sleep(IDLE_EVERY)
 
+    users = [gevent.spawn(chat, conn) for conn in connections]
+    gevent.sleep(0)
+    gc.collect()
+    gc.freeze()  # as the plugin does once the users are spawned
     pauses = GcPauses()  # this process's own GC pauses while it measures: tail latency that is the client's own
     pauses.install()
     cpu, started = cpu_seconds(), time.perf_counter()
-    gevent.joinall([gevent.spawn(chat, conn) for conn in connections])
+    gevent.joinall(users)
     cpu, elapsed = cpu_seconds() - cpu, time.perf_counter() - started
     pauses.uninstall()
     gc_max = max((values[0] for values in pauses.intervals.values()), default=0.0)
@@ -186,14 +195,20 @@ def main() -> int:
         print(f"round trips, {args.connections} connections, {args.seconds:g} s each (best of 2, alternating):")
         ratios = {}
         for kind in [k for k in args.kinds.split(",") if k]:
-            bare = ours = (0.0, 0.0)
+            bare = stats = ours = (0.0, 0.0)
             for _ in range(2):
                 run = throughput("bare", bare_loop, identities, backend, kind, args.seconds)
                 bare = (max(bare[0], run[0]), max(bare[1], run[1]))
+                run = throughput("+stats", bare_loop, identities, backend, kind, args.seconds, report)
+                stats = (max(stats[0], run[0]), max(stats[1], run[1]))
                 run = throughput("ours", our_loop, identities, backend, kind, args.seconds, report)
                 ours = (max(ours[0], run[0]), max(ours[1], run[1]))
             ratios[kind] = (ours[0] / bare[0], ours[1] / bare[1])
             print(f"  ratio  {kind:<5} {ratios[kind][0]:9.2f} of bare per s {ratios[kind][1]:9.2f} of bare per CPU s")
+            print(
+                f"  (bare loop + Locust stats alone: {stats[1] / bare[1]:.2f} of bare per CPU s;"
+                f" ours {ours[1] / stats[1]:.2f} of that)"
+            )
 
         print(f"idle-ish users (one ping every {IDLE_EVERY:g} s), {args.idle_seconds:g} s each:")
         held, per_conn = 0, float("nan")

@@ -20,6 +20,7 @@ from locustfiles import gcwatch, options, timings, users
 FLUSH_EVERY = 2.0  # seconds between checks for closed intervals
 MASTER_GRACE = 7.0  # workers report every 3 s: wait two reports before writing an interval
 LOCAL_GRACE = 1.0
+FREEZE_AFTER = 5.0  # seconds after spawning completes: time for the users' on_start (login, connect)
 REPORT_KEY_TIMINGS = "soak_timings"
 REPORT_KEY_GC = "soak_gc"
 LATENCY_FILE = "latency.csv"
@@ -53,7 +54,12 @@ def _on_worker_report(client_id: str, data: dict, **_kwargs: Any) -> None:
 
 
 def _on_spawning_complete(user_count: int, **_kwargs: Any) -> None:
-    # After spawning, what the users hold lives long: out of the collector's sight, full collections stay short.
+    # What the users hold once they have started (logged in, connected) lives long: out of the collector's sight,
+    # full collections stay short. on_start still runs when spawning completes, hence the delay.
+    gevent.spawn_later(FREEZE_AFTER, _freeze, user_count)
+
+
+def _freeze(user_count: int) -> None:
     if gc_pauses.freeze():
         logger.debug("gc.freeze() after spawning %s users", user_count)
 

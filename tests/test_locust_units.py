@@ -133,8 +133,8 @@ def test_gc_pauses_are_timed_from_real_collections():
         gc.collect()
     finally:
         pauses.uninstall()
-    (values,) = pauses.intervals.values() if len(pauses.intervals) == 1 else [max(pauses.intervals.values())]
-    assert values[2] >= 1 and values[0] > 0
+    assert sum(values[2] for values in pauses.intervals.values()) >= 1
+    assert max(values[0] for values in pauses.intervals.values()) > 0
 
 
 # --- shapes
