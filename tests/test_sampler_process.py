@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -150,6 +151,36 @@ def test_restarted_service_is_found_again_without_values_for_the_gap(tmp_path):
     events = events_text(tmp_path)
     assert f"agent: pid {old_pid} exited" in events
     assert f"pid {replacement.pid}" in events
+
+
+def test_a_service_that_starts_listening_after_it_was_found_gets_its_connections_counted(tmp_path):
+    code = (
+        "import socket, sys, time; sys.stdin.readline(); s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+        " print(s.getsockname()[1], flush=True); held = [s.accept() for _ in range(3)]; time.sleep(60)"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    clients = []
+    try:
+        sampler = Sampler({"svc": f"pid:{server.pid}"}, tmp_path, interval=0.1)
+        first = by_service(sampler.tick())["svc"]
+        server.stdin.write("listen now\n")
+        server.stdin.flush()
+        port = int(server.stdout.readline())
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        count = None
+        for _ in range(200):  # found on a later scan of its fds (at most every 2 s until it has a port)
+            count = by_service(sampler.tick())["svc"].get("tcp_established")
+            if count == 3:
+                break
+            time.sleep(0.05)
+        sampler.stop()
+    finally:
+        for sock in clients:
+            sock.close()
+        server.kill()
+        server.wait()
+    assert "tcp_established" not in first
+    assert count == 3
 
 
 def test_process_tree_is_summed(tmp_path):
