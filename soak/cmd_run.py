@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from soak.cli import UsageError
@@ -37,6 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def scenario_from_args(args: argparse.Namespace) -> dict:
+    """The resolved scenario with ``--set``, ``--host`` and ``--auth-host`` applied (shared with ``soak ui``)."""
+    overrides = list(args.set)
+    if args.host:
+        overrides.append(f"target.host={json.dumps(args.host)}")
+    if args.auth_host:
+        overrides.append(f"target.auth_host={json.dumps(args.auth_host)}")
+    try:
+        return load_scenario(args.scenario, overrides)
+    except ScenarioError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from soak import runner
 
@@ -44,15 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return runner.run_worker(args.master_host, args.master_port, args.locust_arg)
     if not args.scenario:
         raise UsageError("a scenario is required (a name such as smoke, or a path to a .toml file)")
-    overrides = list(args.set)
-    if args.host:
-        overrides.append(f'target.host="{args.host}"')
-    if args.auth_host:
-        overrides.append(f'target.auth_host="{args.auth_host}"')
-    try:
-        scenario = load_scenario(args.scenario, overrides)
-    except ScenarioError as exc:
-        raise UsageError(str(exc)) from None
+    scenario = scenario_from_args(args)
     if args.baseline is not None and not (args.baseline / "samples.csv").exists():
         raise UsageError(f"--baseline {args.baseline}: not a run folder (no samples.csv)")
     if args.processes is not None and args.processes < 1:

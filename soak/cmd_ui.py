@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from soak.cli import UsageError
-from soak.scenario import ScenarioError, load_scenario
+from soak.cmd_run import scenario_from_args
 
 DEFAULT_SCENARIO = "smoke"
 
@@ -25,16 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from soak import runner
 
-    overrides = list(args.set)
-    if args.host:
-        overrides.append(f'target.host="{args.host}"')
-    if args.auth_host:
-        overrides.append(f'target.auth_host="{args.auth_host}"')
-    try:
-        scenario = load_scenario(args.scenario, overrides)
-    except ScenarioError as exc:
-        raise UsageError(str(exc)) from None
-    options = runner.RunOptions(scenario=scenario, out=args.out, processes=args.processes)
+    options = runner.RunOptions(scenario=scenario_from_args(args), out=args.out, processes=args.processes)
     try:
         return runner.UiRun(options, args.web_host, args.web_port).execute()
     except runner.RunError as exc:

@@ -20,8 +20,13 @@ DEV_SECRET = "sut-development-secret-change-me"  # the launcher passes a random 
 
 
 @dataclass
-class Settings:
-    # the [sut] scenario keys (sut.launcher.SutConfig has exactly these)
+class SutConfig:
+    """Exactly the [sut] keys of a scenario (soak/scenario.py SCHEMA["sut"]), same defaults, durations in seconds.
+
+    redis_url / database_url: "" = the in-process stand-ins (in-memory limits and bus, SQLite); "env" = take
+    $REDIS_URL / $DATABASE_URL; anything else is the URL itself.
+    """
+
     redis_url: str = ""
     database_url: str = ""
     access_token_ttl: float = 900.0
@@ -37,6 +42,12 @@ class Settings:
     rest_latency: float = 0.0
     agent_latency: float = 0.0
     cross_talk: bool = False
+
+
+@dataclass
+class Settings(SutConfig):
+    """A service's whole configuration: the scenario keys plus the plumbing the launcher and compose set."""
+
     # service plumbing, not scenario keys
     jwt_secret: str = DEV_SECRET
     refresh_token_ttl: float = 7 * 86400.0

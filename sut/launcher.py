@@ -21,42 +21,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from sut.config import SERVICES, Settings, to_env
+from sut.config import SERVICES, Settings, SutConfig, to_env
 
 HEALTH_TIMEOUT = 60.0
 HEALTH_POLL = 0.1
 STOP_TIMEOUT = 10.0
 LOG_TAIL_LINES = 15
 START_ORDER = ("agent", "auth", "backend")  # the backend connects to the agent
-
-
-@dataclass
-class SutConfig:
-    """Exactly the [sut] keys of a scenario (soak/scenario.py SCHEMA["sut"]), same defaults, durations in seconds.
-
-    redis_url / database_url: "" = the in-process stand-ins (in-memory limits and bus, SQLite); "env" = take
-    $REDIS_URL / $DATABASE_URL; anything else is the URL itself.
-    """
-
-    redis_url: str = ""
-    database_url: str = ""
-    access_token_ttl: float = 900.0
-    rate_limit: int = 5
-    rate_window: float = 60.0
-    agent_step: float = 0.02
-    upload_max_bytes: int = 10 * 1024 * 1024
-    db_pool_size: int = 5
-    db_max_overflow: int = 10
-    leak_bytes_per_message: int = 0
-    leak_connections: bool = False
-    leak_pool: bool = False
-    rest_latency: float = 0.0
-    agent_latency: float = 0.0
-    cross_talk: bool = False
 
 
 class SutError(RuntimeError):
