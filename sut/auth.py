@@ -120,12 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/auth/upgrade", response_model=TokenPair, responses=ERRORS, tags=["auth"])
     async def upgrade(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> dict:
         """Move the caller to the ``paid`` tier; returns fresh tokens that carry it."""
-        if credentials is None:
-            raise web.ApiError(401, "BAD_TOKEN", "missing Authorization: Bearer <access token>")
-        try:
-            claims = tokens.decode(settings, credentials.credentials)
-        except tokens.TokenError as exc:
-            raise web.ApiError(401, exc.code, exc.message) from None
+        claims = web.bearer_claims(settings, credentials)
         user = await asyncio.to_thread(store.set_tier, claims.user, "paid")
         if user is None:
             raise web.ApiError(401, "BAD_TOKEN", "the token's user does not exist")

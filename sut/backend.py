@@ -133,12 +133,7 @@ async def current_user(
 ) -> tokens.Claims:
     """The caller of a REST endpoint, from ``Authorization: Bearer``; 401 BAD_TOKEN / TOKEN_EXPIRED otherwise."""
     settings: Settings = request.app.state.settings
-    if credentials is None:
-        raise web.ApiError(401, "BAD_TOKEN", "missing Authorization: Bearer <access token>")
-    try:
-        claims = tokens.decode(settings, credentials.credentials)
-    except tokens.TokenError as exc:
-        raise web.ApiError(401, exc.code, exc.message) from None
+    claims = web.bearer_claims(settings, credentials)
     if settings.leak_pool:
         await asyncio.to_thread(request.app.state.store.leak_connection)
     return claims

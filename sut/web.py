@@ -9,11 +9,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sut import metrics
+from sut import metrics, tokens
+from sut.config import Settings
 
 CHECK_TIMEOUT = 3.0
 UNTIMED_PATHS = ("/health", "/metrics", "/openapi.json", "/docs", "/redoc")
@@ -30,6 +32,16 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+def bearer_claims(settings: Settings, credentials: HTTPAuthorizationCredentials | None) -> tokens.Claims:
+    """The caller of a REST endpoint from ``Authorization: Bearer``; 401 BAD_TOKEN / TOKEN_EXPIRED otherwise."""
+    if credentials is None:
+        raise ApiError(401, "BAD_TOKEN", "missing Authorization: Bearer <access token>")
+    try:
+        return tokens.decode(settings, credentials.credentials)
+    except tokens.TokenError as exc:
+        raise ApiError(401, exc.code, exc.message) from None
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
