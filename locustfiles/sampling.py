@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 TREND_EVERY = 1.0  # seconds between reads of the sampler's latest values for the live table
+DRAIN_SLACK = 5.0  # seconds past the drain that quitting waits for drain_end
 
 
 class SamplingPlugin:
@@ -65,6 +66,14 @@ class SamplingPlugin:
         append_event(self.run_dir, "load_stop", "locust test stopped")
         drain = float(self.scenario.get("phases", {}).get("drain", 0.0))
         self.phase_greenlets = [gevent.spawn_later(drain, self._drain_end)]
+
+    def finish_drain(self) -> None:
+        """At quit: a headless run quits right after the test stops, so let a pending drain run its course."""
+        pending = [greenlet for greenlet in self.phase_greenlets if not greenlet.dead]
+        if pending:
+            drain = float(self.scenario.get("phases", {}).get("drain", 0.0))
+            log.info("draining: sampling goes on for up to %.0f s before exit", drain)
+            gevent.joinall(pending, timeout=drain + DRAIN_SLACK)
 
     def _drain_end(self) -> None:
         append_event(self.run_dir, "drain_end")
@@ -131,4 +140,5 @@ def _on_test_stop(environment: Any, **_kwargs: Any) -> None:
 @events.quitting.add_listener
 def _on_quitting(environment: Any, **_kwargs: Any) -> None:
     if PLUGIN is not None:
+        PLUGIN.finish_drain()
         PLUGIN.close()
