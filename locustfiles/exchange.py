@@ -36,15 +36,35 @@ ERROR_TYPES = frozenset({"error", "upload_failed"})
 NOTICE_TYPES = frozenset({"replay_truncated", "hello", "connected", "pong"})
 
 _ids = count(1)
-_id_prefix = ("", -1)
+_id_prefix = ""
+_step_indexes: dict[tuple[str, ...], dict[str, int]] = {}
+MAX_STEP_INDEXES = 64  # distinct steps tuples remembered (they are module constants; more is a caller's bug)
+
+
+def _new_prefix() -> None:
+    global _id_prefix
+    _id_prefix = os.urandom(5).hex() + "-"
+
+
+_new_prefix()
+os.register_at_fork(after_in_child=_new_prefix)  # instead of a getpid() per message
 
 
 def new_id() -> str:
     """A client message id unique across users, processes and machines (random per process, after any fork)."""
-    global _id_prefix
-    if _id_prefix[1] != os.getpid():
-        _id_prefix = (os.urandom(5).hex(), os.getpid())
-    return f"{_id_prefix[0]}-{next(_ids)}"
+    return _id_prefix + str(next(_ids))
+
+
+def _step_index(steps: tuple[str, ...]) -> dict[str, int]:
+    """Each step's position (the first, as ``steps.index``), made once per steps tuple: a receive looks it up."""
+    index = _step_indexes.get(steps)
+    if index is None:
+        index = {}
+        for i, step in enumerate(steps):
+            index.setdefault(step, i)
+        if len(_step_indexes) < MAX_STEP_INDEXES:
+            _step_indexes[steps] = index
+    return index
 
 
 class Flag:
@@ -119,6 +139,7 @@ class Exchange:
     __slots__ = (
         "id",
         "steps",
+        "index",
         "names",
         "report",
         "sent_at",
@@ -150,6 +171,7 @@ class Exchange:
     ) -> None:
         self.id = exchange_id
         self.steps = steps
+        self.index = _step_index(steps)
         self.names = names
         self.report = report
         self.sent_at = time.perf_counter()
@@ -177,7 +199,7 @@ class Exchange:
         return (now - self.sent_at) * 1000.0
 
     def _fire_failure(self, step: str, message: str, now: float | None) -> None:
-        index = self.steps.index(step)
+        index = self.index[step]
         if self.fired & (1 << index):
             return
         self.fired |= 1 << index
@@ -210,40 +232,47 @@ class Exchange:
                 self._fire_unfired(f"error {code} instead of {{step}}", now)
             self._finish()
             return
-        index = self.steps.index(etype) if etype in self.steps else -1
+        index = self.index.get(etype, -1)
         if index < 0:
             self._note(f"unexpected {etype} in this exchange")
             return
         bit = 1 << index
-        if self.seen & bit:
+        seen = self.seen
+        if seen & bit:
             self._note(f"duplicate {etype}")
             return
         in_order = index > self.last
-        if not in_order:
+        if in_order:
+            self.last = index
+        else:
             self._note(f"{etype} after {self.steps[self.last]} (out of order)")
-        self.seen |= bit
-        self.last = max(self.last, index)
+        self.seen = seen | bit
         self.times[etype] = now
-        final = index == len(self.steps) - 1
+        steps = self.steps
+        final = index == len(steps) - 1
         if final:
-            for step in self.steps[:index]:
-                if not self.seen & (1 << self.steps.index(step)):
-                    self._note(f"{step} missing before {etype}")
-                    if step in self.names:
-                        self._fire_failure(step, f"{step} missing before {etype}", None)
+            if seen != bit - 1:  # not every earlier step arrived
+                for i in range(index):
+                    if not seen & (1 << i) and self.index[steps[i]] == i:
+                        step = steps[i]
+                        self._note(f"{step} missing before {etype}")
+                        if step in self.names:
+                            self._fire_failure(step, f"{step} missing before {etype}", None)
             self.result = event
-            for key, value in (self.expect_fields or {}).items():
-                if event.get(key) != value:
-                    self._note(f"{etype} has the wrong {key}")
+            if self.expect_fields:
+                for key, value in self.expect_fields.items():
+                    if event.get(key) != value:
+                        self._note(f"{etype} has the wrong {key}")
         name = self.names.get(etype)
         if name is not None and self.timed and not self.fired & bit:
             self.fired |= bit
             if in_order and (not final or self.problem is None):
-                self.report.success(name, self._elapsed_ms(now))
+                self.report.success(name, (now - self.sent_at) * 1000.0)
             else:
                 self.report.failure(name, self.problem or f"{etype} out of order", self._elapsed_ms(now))
-        if self._watch is not None and self.last >= self._watch[0]:
-            self._watch[1].set()
+        watch = self._watch
+        if watch is not None and self.last >= watch[0]:
+            watch[1].set()
         if final:
             self._finish()
 

@@ -24,10 +24,15 @@ Key = tuple[str, str, float]
 
 def round_ms(ms: float) -> float:
     """``ms`` rounded to three significant digits: 41.237 -> 41.2, 1234.5 -> 1230.0, 0.01234 -> 0.0123."""
+    # The common ranges without formatting: round() and "%.3g" both round the exact binary value correctly.
+    if 100.0 <= ms < 1000.0:
+        return float(round(ms))
+    if 10.0 <= ms < 100.0:
+        return round(ms, 1)
+    if 1.0 <= ms < 10.0:
+        return round(ms, 2)
     if ms <= 0 or not math.isfinite(ms):
         return 0.0
-    if 100.0 <= ms < 1000.0:  # the common case, without formatting
-        return float(round(ms))
     return float(f"{ms:.3g}")
 
 
@@ -41,22 +46,34 @@ class TimingRecord:
     def __init__(self) -> None:
         self.intervals: dict[int, dict[Key, int]] = {}
         self.full = False  # an interval passed MAX_KEYS_PER_INTERVAL: write everything at the next flush
+        # add() is called for every request: the current interval's bounds and counts, while it is held
+        self._start = self._end = 0.0
+        self._counts: dict[Key, int] = {}
 
     def add(self, request_type: str, name: str, ms: float, now: float, count: int = 1) -> None:
-        start = int(now // INTERVAL) * INTERVAL
-        counts = self.intervals.get(start)
-        if counts is None:
-            counts = self.intervals[start] = {}
+        if self._start <= now < self._end:
+            counts = self._counts
+        else:
+            start = int(now // INTERVAL) * INTERVAL
+            counts = self.intervals.get(start)
+            if counts is None:
+                counts = self.intervals[start] = {}
+            self._start, self._end, self._counts = start, start + INTERVAL, counts
         key = (request_type, name, round_ms(ms))
         counts[key] = counts.get(key, 0) + count
         if len(counts) > MAX_KEYS_PER_INTERVAL:
             self.full = True
+
+    def _forget_current(self) -> None:
+        self._start = self._end = 0.0
+        self._counts = {}
 
     def take_all(self) -> list[list]:
         """Every row held, as ``[ts, type, name, ms, count]`` lists (msgpack-friendly), and forget them."""
         rows = _rows(self.intervals)
         self.intervals = {}
         self.full = False
+        self._forget_current()
         return rows
 
     def take_closed(self, now: float, grace: float) -> list[list]:
@@ -66,6 +83,8 @@ class TimingRecord:
         closed = {ts: c for ts, c in self.intervals.items() if ts + INTERVAL + grace <= now}
         for ts in closed:
             del self.intervals[ts]
+        if self._start in closed:
+            self._forget_current()
         return _rows(closed)
 
     def merge(self, rows: list[list]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import socket
 import time
+from json.encoder import c_make_encoder, encode_basestring_ascii
+from json.scanner import make_scanner
 from typing import Any
 
 import gevent
@@ -31,6 +33,20 @@ from locustfiles.exchange import (
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
 CONNECT_NAME = "WS connect"
+
+# json.loads/dumps build a decoder or an encoder per call (more than the rest of our handling of an event): these are
+# made once. The scanner parses one value from a str; anything it does not take whole (a BOM, UTF-16, whitespace
+# around, bad JSON) goes to json.loads, so results and errors are json.loads's own.
+_scan = make_scanner(json.JSONDecoder())
+_encoder = json.JSONEncoder(separators=(",", ":"))
+if c_make_encoder is not None:  # payloads are our own flat dicts: no circular check, so the encoder is reusable
+    _chunks = c_make_encoder(None, _encoder.default, encode_basestring_ascii, None, ":", ",", False, False, True)
+
+    def _dumps(payload: dict) -> str:
+        return "".join(_chunks(payload, 0))
+
+else:  # pragma: no cover - CPython without its _json accelerator
+    _dumps = _encoder.encode
 
 
 class WsConnection:
@@ -76,26 +92,33 @@ class WsConnection:
         return True
 
     def _read(self) -> None:
-        ws, inbox, loads = self.ws, self.inbox, json.loads
+        ws, inbox, handle, scan, clock = self.ws, self.inbox, self.inbox.handle, _scan, time.perf_counter
+        recv_data, opcode_close = ws.recv_data, ABNF.OPCODE_CLOSE
         reason = "connection closed by the server before {step}"
         try:
             while True:
-                opcode, data = ws.recv_data()  # answers pings itself
-                if opcode == ABNF.OPCODE_CLOSE:
+                opcode, data = recv_data()  # answers pings itself
+                if opcode == opcode_close:
                     code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
                     reason = f"connection closed by the server (code {code}) before {{step}}"
                     break
-                now = time.perf_counter()
+                now = clock()
                 try:
-                    event = loads(data)
-                except ValueError:
-                    self.report.failure(EVENTS_NAME, "event is not JSON")
-                    continue
+                    text = data.decode()
+                    event, end = scan(text, 0)
+                    if end != len(text):
+                        event = json.loads(data)
+                except (StopIteration, ValueError, RecursionError):
+                    try:
+                        event = json.loads(data)
+                    except (ValueError, RecursionError):  # nested too deep is a bad event, not a dead reader
+                        self.report.failure(EVENTS_NAME, "event is not JSON")
+                        continue
                 if type(event) is not dict:
                     self.report.failure(EVENTS_NAME, "event is not a JSON object")
                     continue
                 try:
-                    inbox.handle(event, now)
+                    handle(event, now)
                 except Exception as exc:  # noqa: BLE001 - a client bug must show in the stats, not kill the reader
                     self.report.failure(EVENTS_NAME, f"client error handling an event: {type(exc).__name__}")
         except (OSError, WebSocketException) as exc:
@@ -110,7 +133,7 @@ class WsConnection:
         if not self.open:
             return False
         try:
-            self.ws.send(json.dumps(payload, separators=(",", ":")))
+            self.ws.send(_dumps(payload))
         except (OSError, WebSocketException):
             return False
         return True
