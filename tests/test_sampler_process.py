@@ -3,19 +3,18 @@ TCP connections counted while WebSockets are held, and a killed and restarted se
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import websocket
 
 from sampler import Sampler
+from sut.client import Client
 from sut.launcher import SutConfig, start_sut
 
 PROCESS_METRICS = {"mem_rss_bytes", "cpu_percent", "open_fds", "threads", "processes", "tcp_established"}
@@ -43,16 +42,6 @@ def established(sampler: Sampler) -> float:
             return row["tcp_established"]
         time.sleep(0.05)
     raise AssertionError("no tcp_established reading in 100 ticks")
-
-
-def login(auth_url: str, email: str) -> str:
-    request = urllib.request.Request(
-        auth_url + "/auth/login",
-        data=json.dumps({"email": email, "password": "pw-sampler"}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)["access_token"]
 
 
 def test_finds_services_by_port_and_pid_and_records_every_metric(sut, tmp_path):
@@ -89,7 +78,7 @@ def test_finds_services_by_port_and_pid_and_records_every_metric(sut, tmp_path):
 
 def test_tcp_established_follows_websockets_held_open(sut, tmp_path):
     sampler = Sampler({"backend": f"port:{sut.ports['backend']}"}, tmp_path, interval=0.2)
-    token = login(sut.urls["auth"], "sampler-ws@example.com")
+    token = Client(sut.urls["auth"], sut.urls["backend"], "sampler-ws@example.com").login()["access_token"]
     ws_url = sut.urls["backend"].replace("http://", "ws://") + f"/ws?token={token}"
     sockets = []
     try:
