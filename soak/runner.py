@@ -74,8 +74,8 @@ def embedded_services(sut: Any, config: Any) -> dict[str, list[str]]:
     """Sampler sources for the embedded sut: each service by its port (found again after a restart) and its
     /metrics, plus Redis and Postgres when the sut uses the real servers."""
     services = {name: [f"port:{sut.ports[name]}", f"prometheus:{sut.urls[name]}/metrics"] for name in sorted(sut.urls)}
-    redis_url = getattr(config, "resolved_redis_url", None) or _env_or(config.redis_url, "REDIS_URL")
-    database_url = getattr(config, "resolved_database_url", None) or _env_or(config.database_url, "DATABASE_URL")
+    redis_url = _env_or(config.redis_url, "REDIS_URL")
+    database_url = _env_or(config.database_url, "DATABASE_URL")
     if redis_url:
         services["redis"] = [f"redis:{redis_url}"]
     if database_url and database_url.startswith("postgresql"):
