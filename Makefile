@@ -5,7 +5,7 @@ SOAK := $(VENV)/bin/soak
 SCENARIO ?= smoke
 RUN ?=
 
-.PHONY: install test lint format sut demo soak ui report bench clean
+.PHONY: install provision test lint format sut demo soak ui report bench clean
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,15 @@ $(VENV)/.installed: pyproject.toml
 
 # Two pytest runs: tests that import Locust (gevent monkey-patching) live in a process of their own, without the
 # anyio and schemathesis plugins (they import ssl before gevent can patch it: RecursionError in ssl).
-test: install
-	$(PY) -m pytest -m "not locust_inprocess" tests
+# Redis, PostgreSQL and Chromium for the tests: started if down, installed where it can (Debian, root), else named.
+provision:
+	bash tests/provision.sh
+
+# Two pytest-xdist workers: most end-to-end tests wait on a clock (a run's duration) rather than on a CPU.
+PYTEST_WORKERS ?= 2
+
+test: install provision
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not locust_inprocess" tests
 	$(PY) -m pytest -p no:anyio -p no:schemathesis -m locust_inprocess tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: install

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from analysis.leaks import MIB
+from runspec.units import MB
 
 LATENCY_RATIO = 1.10  # slower by more than 10% ...
 LATENCY_MIN_MS = 1.0  # ... and by at least 1 ms
@@ -38,7 +38,7 @@ def compare(current: dict[str, Any], base: dict[str, Any], base_path: str) -> di
         if entry["check"] == "slope":
             now, then = _num(entry["slope_per_hour"]), _num(old["slope_per_hour"])
             threshold = _num(entry["threshold_per_hour"]) or 0.0
-            scale, unit = (MIB, " MB/h") if entry["kind"] == "memory" else (1.0, "/h")
+            scale, unit = (MB, " MB/h") if entry["kind"] == "memory" else (1.0, "/h")
             worse = now is not None and then is not None and now - then > SLOPE_SHARE * threshold
         else:
             now, then = _num(entry.get("level_after")), _num(old.get("level_after"))
@@ -68,6 +68,7 @@ def compare(current: dict[str, Any], base: dict[str, Any], base_path: str) -> di
         "run": base_path,
         "name": base["run"]["name"],
         "passed": base["passed"],
+        "status": base.get("status", "passed" if base["passed"] else "failed"),
         "comparisons": rows,
         "regressions": [r for r in rows if r["regressed"]],
         "regressed": any(r["regressed"] for r in rows),

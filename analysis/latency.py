@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.faultevents import LEDGER_COMPLETE, RECOVERY
+from analysis.groups import group_indices, stable_order
 from analysis.runfolder import Run
+from runspec import folder
+from runspec.keys import DEFAULT_LATENCY_TARGETS
+from runspec.protocol import TOKEN_FIRST, TOKEN_GAP, TOKEN_RATE, TOKEN_STALL
 
 WS_TYPE = "WS"
 API = "api"  # a target name meaning every HTTP request type together
@@ -25,6 +30,29 @@ MIN_BUCKET_S = 10.0  # the record's own resolution
 PLOT_BINS = 120
 TAIL_TIMINGS = 5  # a bucket's percentile is judged only with this many timings above it (p95: 100 timings)
 ERROR_GROUPS_SHOWN = 20
+# Timed, but not a request's latency: a user's recovery after an outage, a ledger entry, a resend, a reconnect. Shown under
+# their own names; never part of the "api" target or a channel's figures, whatever request type the users gave them.
+# A streamed reply's gaps (many per reply) and its rate (tokens per second, not ms) are not requests either: kept out
+# of "api" and the channels so they do not swamp the WS figures; judged under their own names.
+# The open model's lateness of each send against its schedule is the load generator's figure, not the target's.
+NOT_LATENCY = (
+    RECOVERY,
+    LEDGER_COMPLETE,
+    folder.WS_RESEND,
+    folder.WS_RECONNECT,
+    TOKEN_GAP,
+    TOKEN_RATE,
+    TOKEN_STALL,
+    folder.SEND_LATENESS,
+    folder.SEND_DROPPED,
+)
+# Targets a platform that does not stream cannot time: without timings they are "no data", not "measured nothing".
+STREAM_TARGETS = (TOKEN_FIRST, TOKEN_GAP)
+STREAM_FAULTS = (
+    "stall_tokens_every",
+    "drop_token_every",
+    "repeat_token_every",
+)  # [sut] fault switches a failed stream target names as a likely cause
 _VOLATILE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F-]{27,}|\b[0-9a-fA-F]{16,}\b|\d{4,}")
 
 
@@ -59,10 +87,10 @@ def min_timings(percentile: float) -> int:
 
 def judged_start(run: Run) -> tuple[float | None, str]:
     """Start of the latency verdict: the end of the warm-up (the ramp is not judged)."""
-    warmup_end = run.first_event("warmup_end")
+    warmup_end = run.first_event(folder.WARMUP_END)
     if warmup_end is not None:
         return warmup_end, "after warmup_end"
-    load_start = run.first_event("load_start")
+    load_start = run.first_event(folder.LOAD_START)
     if load_start is not None:
         return load_start + run.settings.warmup_s, f"from {run.settings.warmup_s:g} s after load_start"
     if run.latency is not None and not run.latency.empty:
@@ -72,25 +100,41 @@ def judged_start(run: Run) -> tuple[float | None, str]:
     return None, ""
 
 
-def select(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Rows of one target name; "api" is every HTTP request type together."""
+def selected(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """Which rows belong to one target name; "api" is every HTTP request type together."""
     if name == API:
-        return frame[frame["type"] != WS_TYPE]
-    return frame[frame["name"] == name]
+        return ((frame["type"] != WS_TYPE) & ~frame["name"].isin(NOT_LATENCY)).to_numpy()
+    return (frame["name"] == name).to_numpy()
 
 
-def stats_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """p50/p95/p99/max and count per (type, name), then per channel (HTTP, WS) and all together."""
+def select(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Rows of one target name (a copy: judging works on positions, see judge_latency)."""
+    return frame[selected(frame, name)]
+
+
+def stats_table(frame: pd.DataFrame, keep: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """p50/p95/p99/max and count per (type, name), then per channel (HTTP, WS), of the rows ``keep`` marks."""
     rows = []
-    groups = frame.groupby(["type", "name"], observed=True, sort=True).indices
-    for (kind, name), idx in groups.items():
-        rows.append(_stats_row(str(kind), str(name), frame["ms"].to_numpy()[idx], frame["count"].to_numpy()[idx]))
     ms, counts = frame["ms"].to_numpy(), frame["count"].to_numpy()
+    for (kind, name), idx in group_indices(frame, "type", "name").items():
+        if name == TOKEN_RATE:
+            continue  # a rate, not ms: shown by the streamed-replies section (analysis/streamsection.py)
+        idx = idx if keep is None else idx[keep[idx]]
+        if idx.size:
+            rows.append(_stats_row(kind, name, ms[idx], counts[idx]))
     is_ws = (frame["type"] == WS_TYPE).to_numpy()
-    for channel, mask in ((HTTP_CHANNEL, ~is_ws), (WS_TYPE, is_ws)):
+    timed = ~frame["name"].isin(NOT_LATENCY).to_numpy() & ~other_view(frame)
+    for channel, mask in ((HTTP_CHANNEL, ~is_ws & timed), (WS_TYPE, is_ws & timed)):
+        mask = mask if keep is None else mask & keep
         if mask.any():
             rows.append(_stats_row("channel", channel, ms[mask], counts[mask]))
     return rows
+
+
+def other_view(frame: pd.DataFrame) -> np.ndarray:
+    """Rows of the open model's round trip that the targets do not judge (``... (from send)``): the same replies
+    again, so never part of a channel's figures."""
+    return frame["name"].astype(str).str.endswith((folder.FROM_SEND, folder.FROM_INTENDED)).to_numpy()
 
 
 def _stats_row(kind: str, name: str, ms: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
@@ -106,14 +150,18 @@ def bucket_edges(start: float, end: float) -> tuple[np.ndarray, float]:
     return end - width * np.arange(count, -1, -1, dtype="float64"), width
 
 
-def bucket_percentiles(frame: pd.DataFrame, edges: np.ndarray, percentile: float) -> list[dict[str, Any]]:
-    ts, ms, counts = frame["ts"].to_numpy(), frame["ms"].to_numpy(), frame["count"].to_numpy()
-    which = np.searchsorted(edges, ts, side="right") - 1
+def bucket_percentiles(
+    ts: np.ndarray, ms: np.ndarray, counts: np.ndarray, edges: np.ndarray, percentile: float
+) -> list[dict[str, Any]]:
+    """The percentile of the timings in each bucket between ``edges``; rows given sorted by ms."""
+    which = np.searchsorted(edges, ts, side="right")  # 0: before the first edge; bucket i is i + 1
+    order = stable_order(which, edges.size + 1)  # each bucket's rows together, still sorted by ms
+    bounds = np.searchsorted(which[order], np.arange(edges.size + 1))
     out = []
     for i in range(edges.size - 1):
-        mask = which == i
-        n = int(counts[mask].sum())
-        value = weighted_percentiles(ms[mask], counts[mask], [percentile])[0] if n else math.nan
+        rows = order[bounds[i + 1] : bounds[i + 2]]
+        n = int(counts[rows].sum())
+        value = weighted_percentiles(ms[rows], counts[rows], [percentile])[0] if n else math.nan
         out.append({"start": float(edges[i]), "end": float(edges[i + 1]), "count": n, "value_ms": value})
     return out
 
@@ -139,30 +187,44 @@ def judge_latency(run: Run) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         reason = "failed: Locust ran but there is no exact timing record (latency.csv)"
         return [_check(t, "overall", False, reason) for t in targets], info
     start, how = judged_start(run)
+    # Positions rather than filtered copies: a day's record is millions of rows, copied once per target otherwise.
     frame = run.latency
-    judged = frame[frame["ts"] >= start] if start is not None else frame
-    if judged.empty:
-        judged, how = frame, "the whole run (no timings after the warm-up)"
+    ts_all, ms_all, counts_all = frame["ts"].to_numpy(), frame["ms"].to_numpy(), frame["count"].to_numpy()
+    keep = ts_all >= start if start is not None else np.ones(ts_all.size, dtype=bool)
+    if not keep.any():
+        keep, how = np.ones(ts_all.size, dtype=bool), "the whole run (no timings after the warm-up)"
     info["window_note"] = how
-    info["table"] = stats_table(judged)
-    end = float(judged["ts"].max()) + 1e-6
-    edges, width = bucket_edges(float(judged["ts"].min()), end)
+    info["table"] = stats_table(frame, keep)
+    judged_ts = ts_all[keep]
+    end = float(judged_ts.max()) + 1e-6
+    edges, width = bucket_edges(float(judged_ts.min()), end)
     info["bucket_s"] = width
     info["scope"] = scope = scope_name(width, edges.size - 1)
     checks = []
+    faults = run.settings.faults()
+    stream_faults = ", ".join(f"{k}={faults[k]}" for k in STREAM_FAULTS if k in faults)
     for target in targets:
         name, pct, limit = target["name"], float(target["percentile"]), float(target["max_ms"])
-        rows = select(judged, name)
+        # a missed stream target says which fault switch was on: the reader need not dig into scenario.toml
+        cause = f" (fault switch on: {stream_faults})" if stream_faults and name in STREAM_TARGETS else ""
+        rows = np.flatnonzero(keep & selected(frame, name))
         label = f"p{pct:g}"
-        if rows.empty:
+        if rows.size == 0 and name in STREAM_TARGETS:
+            if target in DEFAULT_LATENCY_TARGETS:
+                continue  # a default of every run: one whose replies did not stream has nothing here to judge
+            reason = f"no data: no timings named {name!r} (the replies streamed no tokens)"
+            checks.append(_check(target, "overall", None, reason))
+            continue
+        if rows.size == 0:
             total = int(run.stats["Request Count"].iloc[-1]) if run.stats is not None else None
             extra = f" (Locust counted {total} requests in all)" if total is not None else ""
             checks.append(_check(target, "overall", False, f"measured nothing: no timings named {name!r}{extra}"))
             continue
-        value = weighted_percentiles(rows["ms"].to_numpy(), rows["count"].to_numpy(), [pct])[0]
-        count = int(rows["count"].sum())
+        ts, ms, counts = ts_all[rows], ms_all[rows], counts_all[rows]
+        value = weighted_percentiles(ms, counts, [pct])[0]
+        count = int(counts.sum())
         passed = value <= limit
-        verb = "held" if passed else "missed"
+        verb = "held" if passed else f"missed{cause}"
         checks.append(
             _check(
                 target,
@@ -173,7 +235,7 @@ def judge_latency(run: Run) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 count,
             )
         )
-        buckets = bucket_percentiles(rows, edges, pct)
+        buckets = bucket_percentiles(ts, ms, counts, edges, pct)
         info["buckets"][name] = buckets
         last = buckets[-1]
         need = min_timings(pct)
@@ -190,7 +252,7 @@ def judge_latency(run: Run) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 f"(overall {value:.1f} ms held): latency drifts up"
             )
         else:
-            reason = f"{label} {last['value_ms']:.1f} ms in the {scope}, target {limit:g} ms: missed"
+            reason = f"{label} {last['value_ms']:.1f} ms in the {scope}, target {limit:g} ms: missed{cause}"
         checks.append(_check(target, scope, passed_last, reason, last["value_ms"], last["count"]))
     return checks, info
 
@@ -216,7 +278,10 @@ def _check(
     }
 
 
-def judge_errors(run: Run) -> dict[str, Any]:
+def judge_errors(run: Run, inside: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The share of failed requests against targets.error_rate_max. With ``inside`` (the requests and failures
+    inside the fault windows, analysis/faults.py) the budget counts only what happened outside them; when the
+    windows could not be told apart (``inside`` has no counts) it counts everything and says so."""
     limit = run.settings.error_rate_max
     if run.stats is None:
         return {
@@ -228,13 +293,27 @@ def judge_errors(run: Run) -> dict[str, Any]:
         }
     row = run.stats[run.stats["Name"] == "Aggregated"].iloc[-1]
     requests, failures = int(row["Request Count"]), int(row["Failure Count"])
-    base = {"max": limit, "requests": requests, "failures": failures}
+    base: dict[str, Any] = {"max": limit, "requests": requests, "failures": failures}
+    where, apart = "", ""
+    if inside is not None:
+        windows = f"{inside['windows']} fault window(s)"
+        if inside["requests"] is None:
+            base["scope"] = "whole run"
+            apart = f"; errors in the {windows} counted too: {inside['note']}"
+        else:
+            # The history's last row may trail the final totals by a second: never below zero.
+            in_requests, in_failures = min(inside["requests"], requests), min(inside["failures"], failures)
+            base.update(scope="outside faults", inside={"requests": in_requests, "failures": in_failures})
+            requests, failures = requests - in_requests, failures - in_failures
+            base.update(requests=requests, failures=failures)
+            where = " outside the fault windows"
+            apart = f"; inside the {windows}: {in_failures} of {in_requests} failed, reported apart"
     if requests == 0:
-        reason = "measured nothing: Locust recorded no requests"
+        reason = f"measured nothing: Locust recorded no requests{where}"
         return {"rate": None, "passed": False, "status": "failed", "reason": reason, **base}
     rate = failures / requests
     passed = rate <= limit
-    reason = f"{failures} of {requests} requests failed ({rate:.2%}), allowed {limit:.2%}"
+    reason = f"{failures} of {requests} requests failed{where} ({rate:.2%}), allowed {limit:.2%}{apart}"
     return {"rate": rate, "passed": passed, "status": "passed" if passed else "failed", "reason": reason, **base}
 
 
@@ -264,7 +343,7 @@ def percentile_series(frame: pd.DataFrame, name: str, start: float, end: float) 
     width = max((end - start) / PLOT_BINS, MIN_BUCKET_S)
     ts, ms, counts = rows["ts"].to_numpy(), rows["ms"].to_numpy(), rows["count"].to_numpy()
     which = np.floor((ts - start) / width).astype(np.int64)
-    order = np.argsort(which, kind="stable")
+    order = stable_order(which, int(which.max()) + 1)
     which, ms, counts = which[order], ms[order], counts[order]
     starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
     bounds = np.r_[starts, which.size]

@@ -1,7 +1,8 @@
 """The report's figures, drawn with matplotlib (Agg) and returned as base64 PNG for embedding.
 
 Long series are reduced to a min/max band per pixel column before drawing: a day at 1 Hz draws as fast as a minute
-and a GC sawtooth still shows its full height.
+and a GC sawtooth still shows its full height. Figures have fixed margins rather than ``bbox_inches="tight"``, which
+draws every figure twice (a 24-hour report has some 25 figures).
 """
 
 from __future__ import annotations
@@ -16,17 +17,28 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.leaks import HOUR, MIB, Fit  # noqa: E402
+from analysis.growth import Fit  # noqa: E402
+from runspec.units import HOUR, MB  # noqa: E402
 
 BAND_BINS = 700  # pixel columns of a wide figure
 WIDE = (13.6, 3.3)
 HALF = (6.8, 3.0)
 DPI = 80
+# left, right, bottom, top in inches: room for tick labels and axis labels, and the title above
+MARGINS = (0.75, 0.2, 0.5, 0.32)
+TWIN_RIGHT = 0.6  # a second y axis on the right (users in the load plot)
+PNG_COMPRESSION = 3  # zlib level: the default 6 takes 70% longer for images 4% smaller
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 WARMUP_COLOR = "#f2c14e"
 FAIL_COLOR = "#c62828"
 PASS_COLOR = "#2e7d32"
+FAULT_COLOR = "#7b1fa2"
+FAULT_ALPHA = 0.35  # the fault itself ...
+WINDOW_ALPHA = 0.10  # ... and its window, until recovery.time_max after it (errors there are counted apart)
+FAULT_MIN_COLUMNS = 4  # a kill lasts milliseconds: its band is at least this many pixel columns wide
+FAULT_LABELS_MAX = 12  # more faults than this (a chaos soak) are bands without a label each: the table names them
 
 
 class Clock:
@@ -34,6 +46,7 @@ class Clock:
 
     def __init__(self, origin: float, span_s: float) -> None:
         self.origin = origin
+        self.span_s = span_s
         if span_s >= 3 * HOUR:
             self.scale, self.label = HOUR, "hours since load start"
         elif span_s >= 600:
@@ -45,10 +58,33 @@ class Clock:
         return (np.asarray(ts, dtype="float64") - self.origin) / self.scale
 
 
-def _png(fig: plt.Figure) -> str:
+def figure(
+    half: bool = False, right: float = MARGINS[1], height: float | None = None, left: float = MARGINS[0]
+) -> tuple[Figure, plt.Axes]:
+    """A figure of the report's width (half of it beside a baseline) with one axes inside fixed margins (inches).
+    Not through pyplot: nothing to register, nothing to close."""
+    width, default_height = HALF if half else WIDE
+    height = height or default_height
+    fig = Figure(figsize=(width, height))
+    fig.fixed_margins = True  # _png: no second drawing to crop it
+    ax = fig.subplots()
+    _, _, bottom, top = MARGINS
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height)
+    return fig, ax
+
+
+def _png(fig: Figure) -> str:
+    """Base64 PNG. A figure from elsewhere (plain pyplot) is cropped to its content, which costs a second drawing."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    tight = not getattr(fig, "fixed_margins", False)
+    fig.savefig(
+        buffer,
+        format="png",
+        dpi=DPI,
+        bbox_inches="tight" if tight else None,
+        pil_kwargs={"compress_level": PNG_COMPRESSION},
+    )
+    plt.close(fig)  # a no-op for figure()'s figures
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -106,11 +142,41 @@ def _phases(ax: plt.Axes, clock: Clock, events: dict[str, float | None], warmup_
             ax.axvline(clock(events[name]), color="#444", ls=style, lw=1, label=name.replace("_", " "))
     for moment in events.get("restarts") or []:
         ax.axvline(clock(moment), color=FAIL_COLOR, ls="-.", lw=1, label="restart")
+    fault_bands(ax, clock, events.get("faults") or [])
+
+
+def fault_bands(ax: plt.Axes, clock: Clock, faults: list[tuple[float, float, float, str]]) -> None:
+    """Each fault as a band from its start to its end, its window (to recovery.time_max after the end) lighter
+    beside it, and its kind and service along its left edge. ``faults``: (start, end, window end, label), what
+    analysis.faultevents.fault_spans gives; every plot with a time axis gets them through _phases from
+    ``events["faults"]``, and a figure drawn elsewhere calls this with the same list."""
+    min_width = max(clock.span_s, 1.0) * FAULT_MIN_COLUMNS / BAND_BINS / clock.scale
+    labelled = len(faults) <= FAULT_LABELS_MAX
+    for start, end, window_end, label in faults:
+        left = float(clock(start))
+        right = max(float(clock(end)), left + min_width)
+        ax.axvspan(left, right, color=FAULT_COLOR, alpha=FAULT_ALPHA, lw=0, label="fault")
+        if float(clock(window_end)) > right:
+            ax.axvspan(right, float(clock(window_end)), color=FAULT_COLOR, alpha=WINDOW_ALPHA, lw=0, label="its window")
+        if labelled:
+            ax.text(
+                left,
+                0.97,
+                f" {label} ",
+                transform=ax.get_xaxis_transform(),
+                rotation=90,
+                ha="right",
+                va="top",
+                fontsize=7,
+                color=FAULT_COLOR,
+                clip_on=True,
+            )
 
 
 def _finish(ax: plt.Axes, clock: Clock, title: str, ylabel: str, failed: bool | None = None) -> None:
     color = FAIL_COLOR if failed else ("#222" if failed is None else PASS_COLOR)
-    ax.set_title(title, fontsize=10, loc="left", color=color)
+    # y given: no search for tick labels above the axes to dodge (there are none), a sixth of each drawing
+    ax.set_title(title, fontsize=10, loc="left", color=color, y=1.0)
     ax.set_xlabel(clock.label, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=8)
@@ -134,23 +200,23 @@ def memory_plot(
     half: bool = False,
 ) -> str:
     """Raw range per pixel, the lower envelope, the fitted trend over the judged stretch, the warm-up shaded."""
-    fig, ax = plt.subplots(figsize=HALF if half else WIDE)
-    _draw(ax, clock, ts, values, MIB, "#6baed6", "samples")
+    fig, ax = figure(half)
+    _draw(ax, clock, ts, values, MB, "#6baed6", "samples")
     warmup_to = events.get("warmup_end")
     if fit is not None:
         if fit.warmup_cut is not None:
             warmup_to = fit.warmup_cut
-        ax.plot(clock(fit.env_t), fit.env_v / MIB, "o", ms=3, color="#08519c", label="lower envelope")
+        ax.plot(clock(fit.env_t), fit.env_v / MB, "o", ms=3, color="#08519c", label="lower envelope")
         if not math.isnan(fit.slope):
             line_t = np.array([fit.env_t[0], fit.env_t[-1]])
             line_v = fit.intercept + fit.slope * (line_t - fit.t0) / HOUR
             ax.plot(
                 clock(line_t),
-                line_v / MIB,
+                line_v / MB,
                 "-",
                 lw=2,
                 color=FAIL_COLOR if failed else PASS_COLOR,
-                label=f"trend {fit.slope / MIB:+.2f} MB/h",
+                label=f"trend {fit.slope / MB:+.2f} MB/h",
             )
     _phases(ax, clock, events, warmup_to)
     _finish(ax, clock, title, "MB", failed)
@@ -166,7 +232,7 @@ def gauges_plot(
     half: bool = False,
 ) -> str:
     """Connection and pool gauges of one service, with the load start and stop lines (the drain check)."""
-    fig, ax = plt.subplots(figsize=HALF if half else WIDE)
+    fig, ax = figure(half)
     for i, (metric, (ts, values)) in enumerate(sorted(series.items())):
         _draw(ax, clock, ts, values, 1.0, COLORS[i % len(COLORS)], metric)
     _phases(ax, clock, events, None)
@@ -184,7 +250,7 @@ def latency_plot(
     half: bool = False,
 ) -> str:
     """p50/p95/p99 over time with the target line."""
-    fig, ax = plt.subplots(figsize=HALF if half else WIDE)
+    fig, ax = figure(half)
     if series:
         x = clock(series["t"])
         for key, color in (("p50", COLORS[2]), ("p95", COLORS[0]), ("p99", COLORS[4])):
@@ -204,7 +270,7 @@ def latency_plot(
 
 def load_plot(history: Any, clock: Clock, events: dict[str, Any], half: bool = False) -> str:
     """Users and requests (and failures) per second from Locust's history."""
-    fig, ax = plt.subplots(figsize=HALF if half else WIDE)
+    fig, ax = figure(half, right=TWIN_RIGHT)
     ts = history["Timestamp"].to_numpy()
     _draw(ax, clock, ts, history["Requests/s"].to_numpy(), 1.0, COLORS[0], "requests/s")
     _draw(ax, clock, ts, history["Failures/s"].to_numpy(), 1.0, FAIL_COLOR, "failures/s")
@@ -242,7 +308,7 @@ def simple_plot(
     half: bool = False,
 ) -> str:
     """One gauge as a min/max band (the load generator's own memory and GC pauses)."""
-    fig, ax = plt.subplots(figsize=HALF if half else WIDE)
+    fig, ax = figure(half)
     _draw(ax, clock, ts, values, scale, COLORS[1], title)
     _phases(ax, clock, events, None)
     _finish(ax, clock, title, ylabel)

@@ -8,7 +8,7 @@ problem is the file walked again line by line to say exactly where.
 from __future__ import annotations
 
 import csv
-import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,17 +16,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.csvcheck import (
+    TEXT_ENCODING,
+    ends_with_newline,
+    header,
+    implausible,
+    is_number,
+    latest_time,
+    preview,
+    read_checked,
+    time_problem,
+)
 from analysis.settings import RunFolderError, Settings, read_settings
+from runspec import folder
 
-SAMPLES_COLUMNS = ("ts", "service", "metric", "value")
-EVENTS_COLUMNS = ("ts", "event")
-LATENCY_COLUMNS = ("ts", "type", "name", "ms", "count")
+SAMPLES_COLUMNS = folder.SAMPLES_COLUMNS
+EVENTS_REQUIRED = folder.EVENTS_COLUMNS[:2]  # detail is optional: other tools write ts,event
+LATENCY_COLUMNS = folder.LATENCY_COLUMNS
+LOCUST_EXCEPTIONS = f"{folder.LOCUST_CSV_PREFIX}_exceptions.csv"
+SAMPLE_KEY = ("ts", "service", "metric")  # one reading: a second row with the same key is a duplicate
 STATS_COLUMNS = ("Type", "Name", "Request Count", "Failure Count")
 HISTORY_COLUMNS = ("Timestamp", "User Count", "Name", "Requests/s", "Failures/s")
 FAILURES_COLUMNS = ("Method", "Name", "Error", "Occurrences")
 EXCEPTIONS_COLUMNS = ("Count", "Message")
 META_FILES = ("meta.json", "run.json")
-TEXT_PREVIEW = 60  # characters of a bad value or header quoted in an error
 
 
 @dataclass
@@ -44,6 +57,7 @@ class Run:
     exceptions: pd.DataFrame | None = None  # locust_exceptions.csv
     meta: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # things tolerated while loading (a torn last line, ...)
+    events_found: bool = True  # False: no events.csv, the phases are unknown (not: the run was killed)
 
     @property
     def has_locust(self) -> bool:
@@ -69,184 +83,86 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunFolderError(f"{path}: no such run folder")
     if not path.is_dir():
         raise RunFolderError(f"{path}: not a folder (give the run folder, not a file in it)")
-    samples_path = path / "samples.csv"
+    samples_path = path / folder.SAMPLES
     if not samples_path.exists():
-        raise RunFolderError(f"{samples_path}: missing; a run folder holds at least samples.csv")
+        raise RunFolderError(f"{samples_path}: missing; a run folder holds at least {folder.SAMPLES}")
     notes: list[str] = []
-    run = Run(
-        path=path,
-        settings=read_settings(path / "scenario.toml"),
-        samples=read_samples(samples_path, notes),
-        events=read_events(path / "events.csv", notes),
-        notes=notes,
-    )
-    if (path / "latency.csv").exists():
-        run.latency = read_latency(path / "latency.csv", notes)
-    if (path / "locust_stats.csv").exists():
-        run.stats = read_small_csv(path / "locust_stats.csv", STATS_COLUMNS, numeric=("Request Count", "Failure Count"))
+    latency_notes: list[str] = []
+    events_path, latency_path = path / folder.EVENTS, path / folder.LATENCY
+    settings = read_settings(path / folder.SCENARIO)
+    # The two big files side by side: pandas' C parser lets go of the GIL, so a 24-hour folder loads on two cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        latency = pool.submit(read_latency, latency_path, latency_notes) if latency_path.exists() else None
+        run = Run(
+            path=path,
+            settings=settings,
+            samples=read_samples(samples_path, notes),
+            events=read_events(events_path, notes),
+            events_found=events_path.exists(),
+            notes=notes,
+        )
+        if latency is not None:
+            run.latency = latency.result()
+    if not run.events_found:
+        notes.append(f"{folder.EVENTS}: absent, so the run's phases are unknown (a folder from another tool?)")
+    notes.extend(latency_notes)
+    stats_path = path / folder.LOCUST_STATS
+    if stats_path.exists():
+        run.stats = read_small_csv(stats_path, STATS_COLUMNS, numeric=("Request Count", "Failure Count"))
         if not (run.stats["Name"] == "Aggregated").any():
-            raise RunFolderError(f"{path / 'locust_stats.csv'}: no 'Aggregated' row (is this Locust's --csv output?)")
-    if (path / "locust_stats_history.csv").exists():
-        run.history = read_history(path / "locust_stats_history.csv")
-    if (path / "locust_failures.csv").exists():
-        run.failures = read_small_csv(path / "locust_failures.csv", FAILURES_COLUMNS, numeric=("Occurrences",))
-    if (path / "locust_exceptions.csv").exists():
-        run.exceptions = read_small_csv(path / "locust_exceptions.csv", EXCEPTIONS_COLUMNS, numeric=("Count",))
+            raise RunFolderError(f"{stats_path}: no 'Aggregated' row (is this Locust's --csv output?)")
+    if (path / folder.LOCUST_HISTORY).exists():
+        run.history = read_history(path / folder.LOCUST_HISTORY)
+    if (path / folder.LOCUST_FAILURES).exists():
+        run.failures = read_small_csv(path / folder.LOCUST_FAILURES, FAILURES_COLUMNS, numeric=("Occurrences",))
+    if (path / LOCUST_EXCEPTIONS).exists():
+        run.exceptions = read_small_csv(path / LOCUST_EXCEPTIONS, EXCEPTIONS_COLUMNS, numeric=("Count",))
     run.meta = read_meta(path)
     return run
 
 
-def _preview(text: str) -> str:
-    return repr(text if len(text) <= TEXT_PREVIEW else text[:TEXT_PREVIEW] + "...")
-
-
-def _header(path: Path, required: tuple[str, ...]) -> list[str]:
-    """The header line, checked: an empty file, a binary file or a header without the required columns is an error."""
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            first = handle.readline()
-    except UnicodeDecodeError:
-        raise RunFolderError(f"{path}: row 1: not UTF-8 text (unknown format)") from None
-    except OSError as exc:
-        raise RunFolderError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not first.strip():
-        raise RunFolderError(f"{path}: empty file (expected a header line: {','.join(required)})")
-    if "\x00" in first:
-        raise RunFolderError(f"{path}: row 1: binary data (unknown format)")
-    columns = [c.strip() for c in next(csv.reader([first]))]
-    missing = [c for c in required if c not in columns]
-    if missing and not set(required) & set(columns):
-        raise RunFolderError(
-            f"{path}: row 1: unknown format: header {_preview(first.strip())}, expected {','.join(required)}"
-        )
-    if missing:
-        raise RunFolderError(f"{path}: row 1: missing column {missing[0]!r} (header: {_preview(first.strip())})")
-    return columns
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
-def _scan(
-    path: Path, columns: list[str], numeric: tuple[str, ...], text: tuple[str, ...]
-) -> tuple[list[int], str, int]:
-    """Walk the file line by line: (repeated header lines to skip, the first problem or "", good rows before it).
-
-    The count is -1 unless the problem is on the very last row (a torn line, when the file lacks its newline).
-    """
-    index = {name: columns.index(name) for name in (*numeric, *text)}
-    repeated: list[int] = []
-    good = 0
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.reader(handle)
-            next(reader, None)
-            for row in reader:
-                problem = _row_problem(row, columns, index, numeric, text)
-                if problem == "header":
-                    repeated.append(reader.line_num - 1)  # 0-based line index, as read_csv's skiprows wants
-                elif problem:
-                    line = reader.line_num
-                    at_end = next(reader, None) is None
-                    return repeated, f"{path}: row {line}, {problem}", good if at_end else -1
-                elif row:
-                    good += 1
-    except UnicodeDecodeError as exc:
-        return repeated, f"{path}: byte {exc.start}: not UTF-8 text (unknown format)", -1
-    except csv.Error as exc:
-        return repeated, f"{path}: row {reader.line_num}: {exc}", -1
-    return repeated, "", -1
-
-
-def _row_problem(row: list[str], columns: list[str], index: dict[str, int], numeric: tuple, text: tuple) -> str:
-    if not row:
-        return ""
-    if [c.strip() for c in row] == columns:
-        return "header"
-    if len(row) < len(columns):
-        return f"column {columns[len(row)]!r}: missing (the row has {len(row)} fields)"
-    for name in numeric:
-        value = row[index[name]]
-        if not _is_number(value):
-            return f"column {name!r}: " + ("empty" if not value.strip() else f"not a finite number: {_preview(value)}")
-    for name in text:
-        if not row[index[name]].strip():
-            return f"column {name!r}: empty"
-    return ""
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as handle:
-        handle.seek(0, 2)
-        if handle.tell() == 0:
-            return True
-        handle.seek(-1, 2)
-        return handle.read(1) in (b"\n", b"\r")
-
-
-def _read_checked(
-    path: Path,
-    required: tuple[str, ...],
-    numeric: tuple[str, ...],
-    text: tuple[str, ...],
-    dtype: dict[str, str],
-    notes: list[str],
-) -> pd.DataFrame:
-    """read_csv on the fast path; on any doubt, scan the file to name the bad row, tolerating a torn last line."""
-    columns = _header(path, required)
-    skip: list[int] = []
-    try:
-        frame = pd.read_csv(path, usecols=list(required), dtype=dtype, engine="c", skip_blank_lines=True)
-        bad = frame[list(numeric)].isna().any(axis=1).to_numpy(copy=True)
-        for name in numeric:
-            bad |= ~np.isfinite(frame[name].to_numpy())
-        for name in text:
-            bad |= frame[name].isna().to_numpy()
-        if not bad.any():
-            return _non_empty(frame, path)
-        if bad[-1] and bad[:-1].sum() == 0 and not _ends_with_newline(path):
-            notes.append(f"{path.name}: ignored a torn last line (the run was stopped while writing it)")
-            return _non_empty(frame.iloc[:-1], path)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
-        pass
-    skip, problem, good = _scan(path, columns, numeric, text)
-    torn = bool(problem) and good >= 0 and not _ends_with_newline(path)
-    if problem and not torn:
-        raise RunFolderError(problem)
-    try:
-        frame = pd.read_csv(
-            path, usecols=list(required), dtype=dtype, skiprows=skip or None, nrows=good if torn else None, engine="c"
-        )
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise RunFolderError(f"{path}: {str(exc).strip().splitlines()[-1]}") from None
-    if skip:
-        notes.append(f"{path.name}: skipped {len(skip)} repeated header line(s)")
-    if problem:
-        notes.append(f"{path.name}: ignored a torn last line (the run was stopped while writing it)")
-    return _non_empty(frame, path)
-
-
-def _non_empty(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    if frame.empty:
-        raise RunFolderError(f"{path}: no data rows after the header")
-    return frame.reset_index(drop=True)
-
-
 def read_samples(path: Path, notes: list[str] | None = None) -> pd.DataFrame:
+    """samples.csv; a second reading with the same ts, service and metric (a file appended to twice, rows copied
+    in by hand) is dropped with a note: counted twice it would double a sample count and weigh a fit."""
+    notes = notes if notes is not None else []
     dtype = {"ts": "float64", "value": "float64", "service": "category", "metric": "category"}
-    frame = _read_checked(
-        path, SAMPLES_COLUMNS, ("ts", "value"), ("service", "metric"), dtype, notes if notes is not None else []
-    )
-    return frame[list(SAMPLES_COLUMNS)]
+    frame = read_checked(path, SAMPLES_COLUMNS, ("ts", "value"), ("service", "metric"), dtype, notes)
+    duplicate = _duplicates(frame)
+    if duplicate.any():
+        notes.append(
+            f"{path.name}: dropped {int(duplicate.sum())} duplicate row(s) (the same ts, service and metric as an "
+            "earlier row; the first was kept)"
+        )
+        frame = frame[~duplicate].reset_index(drop=True)
+    return frame
+
+
+def _duplicates(frame: pd.DataFrame) -> np.ndarray:
+    """Rows whose (ts, service, metric) came earlier. A 24-hour file has 5 million rows: pandas' duplicated() on
+    the three columns takes 3 s, this 0.15 s in the usual case and 0.4 s otherwise."""
+    ts = frame["ts"].to_numpy()
+    services, metrics = frame["service"].cat, frame["metric"].cat
+    n_series = len(services.categories) * len(metrics.categories)
+    wide = "uint16" if n_series < 2**16 else "int64"
+    series = services.codes.to_numpy().astype(wide) * len(metrics.categories) + metrics.codes.to_numpy().astype(wide)
+    if wide == "uint16" and np.all(ts[1:] >= ts[:-1]):
+        # In time order, as the sampler writes: grouped by series (a stable radix sort of small codes), a repeated
+        # reading is the neighbour with the same time, and the later row in the file is the one to drop.
+        order = np.argsort(series, kind="stable")
+        grouped, times = series[order], ts[order]
+        repeated = (grouped[1:] == grouped[:-1]) & (times[1:] == times[:-1])
+        out = np.zeros(ts.size, dtype=bool)
+        out[order[1:][repeated]] = True
+        return out
+    when = pd.factorize(ts)[0]
+    if (int(when.max(initial=0)) + 1) * n_series >= 2**62:  # garbage with a name per row: the plain way
+        return frame.duplicated(subset=list(SAMPLE_KEY), keep="first").to_numpy()
+    return pd.Series(when.astype("int64") * n_series + series.astype("int64")).duplicated(keep="first").to_numpy()
 
 
 def read_latency(path: Path, notes: list[str] | None = None) -> pd.DataFrame:
     dtype = {"ts": "float64", "ms": "float64", "count": "float64", "type": "category", "name": "category"}
-    frame = _read_checked(
+    frame = read_checked(
         path, LATENCY_COLUMNS, ("ts", "ms", "count"), ("type", "name"), dtype, notes if notes is not None else []
     )
     bad = (frame["count"] < 1) | (frame["count"] != np.floor(frame["count"])) | (frame["ms"] < 0)
@@ -264,12 +180,13 @@ def read_events(path: Path, notes: list[str] | None = None) -> pd.DataFrame:
     """events.csv is optional: an absent file is no events. ``detail`` is optional."""
     if not path.exists():
         return pd.DataFrame({"ts": pd.Series(dtype="float64"), "event": [], "detail": []})
-    columns = _header(path, EVENTS_COLUMNS)
+    columns = header(path, EVENTS_REQUIRED)
+    latest = latest_time(path)
     rows: list[tuple[float, str, str]] = []
     detail_at = columns.index("detail") if "detail" in columns else None
     ts_at, event_at = columns.index("ts"), columns.index("event")
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding=TEXT_ENCODING, newline="") as handle:
             reader = csv.reader(handle)
             next(reader, None)
             for row in reader:
@@ -277,15 +194,16 @@ def read_events(path: Path, notes: list[str] | None = None) -> pd.DataFrame:
                 if not row or [c.strip() for c in row] == columns:
                     continue
                 if len(row) <= max(ts_at, event_at):
-                    torn = not _ends_with_newline(path) and handle.read(1) == ""
+                    torn = not ends_with_newline(path) and handle.read(1) == ""
                     if torn:
-                        (notes if notes is not None else []).append("events.csv: ignored a torn last line")
+                        (notes if notes is not None else []).append(f"{path.name}: ignored a torn last line")
                         break
                     raise RunFolderError(f"{path}: row {line}, column 'event': missing")
-                if not _is_number(row[ts_at]):
-                    raise RunFolderError(
-                        f"{path}: row {line}, column 'ts': not a finite number: {_preview(row[ts_at])}"
-                    )
+                if not is_number(row[ts_at]):
+                    raise RunFolderError(f"{path}: row {line}, column 'ts': not a finite number: {preview(row[ts_at])}")
+                problem = time_problem(float(row[ts_at]), row[ts_at], latest)
+                if problem:
+                    raise RunFolderError(f"{path}: row {line}, column 'ts': {problem}")
                 if not row[event_at].strip():
                     raise RunFolderError(f"{path}: row {line}, column 'event': empty")
                 detail = row[detail_at] if detail_at is not None and detail_at < len(row) else ""
@@ -298,7 +216,7 @@ def read_events(path: Path, notes: list[str] | None = None) -> pd.DataFrame:
 
 def read_small_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...] = ()) -> pd.DataFrame:
     """Locust's summary CSVs: a header-only file is valid (no failures), numbers are checked row by row."""
-    columns = _header(path, required)
+    columns = header(path, required)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, engine="c")
     except (ValueError, pd.errors.ParserError) as exc:
@@ -309,30 +227,31 @@ def read_small_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ..
         bad = values.isna().to_numpy()
         if bad.any():
             i = int(np.argmax(bad))
-            raise RunFolderError(f"{path}: row {i + 2}, column {name!r}: not a number: {_preview(frame[name].iat[i])}")
+            raise RunFolderError(f"{path}: row {i + 2}, column {name!r}: not a number: {preview(frame[name].iat[i])}")
         frame[name] = values
     return frame
 
 
 def read_history(path: Path) -> pd.DataFrame:
     """The Aggregated rows of locust_stats_history.csv: users, requests/s, failures/s over time."""
-    columns = _header(path, HISTORY_COLUMNS)
+    columns = header(path, HISTORY_COLUMNS)
     wanted = [c for c in (*HISTORY_COLUMNS, "50%", "95%", "99%") if c in columns]
     try:
         frame = pd.read_csv(path, usecols=wanted, na_values=["N/A"], engine="c", dtype={"Name": "category"})
     except (ValueError, pd.errors.ParserError) as exc:
         raise RunFolderError(f"{path}: {str(exc).strip().splitlines()[-1]}") from None
-    frame = frame[frame["Name"] == "Aggregated"]
+    frame = frame[frame["Name"] == "Aggregated"].copy()
+    latest = latest_time(path)
     for name in ("Timestamp", "User Count", "Requests/s", "Failures/s"):
-        values = pd.to_numeric(frame[name], errors="coerce")
-        bad = values.isna().to_numpy()
+        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype="float64")
+        finite = np.isfinite(values)
+        bad = ~finite | (implausible(values, latest) if name == "Timestamp" else False)
         if bad.any():
             i = int(np.argmax(bad))
-            row = int(frame.index[i]) + 2
-            raise RunFolderError(
-                f"{path}: row {row}, column {name!r}: not a number: {_preview(str(frame[name].iat[i]))}"
-            )
-        frame[name] = values.astype("float64")
+            text = str(frame[name].iat[i])
+            problem = time_problem(values[i], text, latest) if finite[i] else f"not a number: {preview(text)}"
+            raise RunFolderError(f"{path}: row {int(frame.index[i]) + 2}, column {name!r}: {problem}")
+        frame[name] = values
     return frame.drop(columns=["Name"]).sort_values("Timestamp").reset_index(drop=True)
 
 

@@ -1,4 +1,6 @@
-"""The sections of report.html, top-down; every string from the run goes through ``e()`` (html.escape)."""
+"""The sections of report.html that are about the whole run: failed checks, targets, latency, load and failures,
+the baseline comparison, the run's metadata (services.py has the sections per service). Every string from the run
+goes through ``e()`` (html.escape)."""
 
 from __future__ import annotations
 
@@ -9,24 +11,25 @@ from typing import Any
 
 from analysis import plots
 from analysis.figures import Figures
+from analysis.formatting import fmt_duration
 from analysis.latency import percentile_series
-from analysis.leaks import LOAD_GENERATOR, MIB, fmt_duration, metric_kind
+from analysis.metrics import MEMORY_FIRST
+from analysis.perwork import per_unit_text
 from analysis.verdict import Analysis
-
-MEMORY_FIRST = ("mem_rss_bytes", "mem_working_set_bytes", "mem_uss_bytes")
-SHOWN_WITH_GAUGES = ("db_pool_size", "pg_connections_idle", "threads")  # context for the drain check, not judged
+from runspec import folder
+from runspec.units import MB
 
 
 def e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _status_cell(status: str) -> str:
+def status_cell(status: str) -> str:
     css = {"passed": "s-passed", "failed": "s-failed"}.get(status, "s-nodata")
     return f'<td class="status {css}">{e(status.upper())}</td>'
 
 
-def _num(value: Any, digits: int = 1) -> str:
+def num(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:,.{digits}f}"
@@ -38,8 +41,37 @@ def utc(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _at(ts: float | None, origin: float) -> str:
+    return "n/a" if ts is None else f"+{fmt_duration(ts - origin)}"
+
+
+def health_events(current: Analysis) -> list[tuple[str, float, str]]:
+    """(service, time, one line) for each downtime and restart (from analysis/status.py), in time order, times
+    since the load started: the health section and the run's metadata both list them."""
+    verdict = current.verdict
+    load_start = current.run.first_event(folder.LOAD_START)
+    origin = load_start if load_start is not None else verdict["run"]["start"]
+    out = []
+    for down in verdict["downtime"]:
+        end = "not back" if down["end"] is None else f"back at {_at(down['end'], origin)}"
+        seconds = "" if down["seconds"] is None else f" ({fmt_duration(down['seconds'])})"
+        cause = f": {down['cause']}" if down.get("cause") else ""
+        line = f"down at {_at(down['start'], origin)}, {end}{seconds}{cause}"
+        out.append((str(down["service"]), float(down["start"]), line))
+    for restart in verdict["restarts"]:
+        detail = f": {restart['detail']}" if restart.get("detail") else ""
+        out.append(
+            (str(restart["service"]), float(restart["ts"]), f"restarted at {_at(restart['ts'], origin)}{detail}")
+        )
+    return sorted(out, key=lambda item: (item[1], item[0]))
+
+
 def failed_list(verdict: dict[str, Any]) -> str:
     failed = [c for c in verdict["checks"] if c["status"] == "failed"]
+    if not failed and verdict["status"] != folder.PASSED:  # an incomplete run is never shown in green
+        return (
+            f'<p class="s-nodata"><b>No check failed on the data gathered, but {e(verdict["status_reason"])}.</b></p>'
+        )
     if not failed:
         return '<p class="s-passed"><b>Every check passed.</b></p>'
     items = "".join(f"<li><b>{e(c['title'])}</b>: {e(c['reason'])}</li>" for c in failed)
@@ -48,7 +80,7 @@ def failed_list(verdict: dict[str, Any]) -> str:
 
 def checks_table(verdict: dict[str, Any]) -> str:
     rows = "".join(
-        f"<tr>{_status_cell(c['status'])}<td>{e(c['kind'])}</td><td>{e(c['title'])}</td><td>{e(c['reason'])}</td></tr>"
+        f"<tr>{status_cell(c['status'])}<td>{e(c['kind'])}</td><td>{e(c['title'])}</td><td>{e(c['reason'])}</td></tr>"
         for c in verdict["checks"]
     )
     return f"<table><tr><th>status</th><th>kind</th><th>check</th><th>reason</th></tr>{rows}</table>"
@@ -60,13 +92,14 @@ def at_a_glance(verdict: dict[str, Any]) -> str:
     for c in verdict["latency"]:
         value = "n/a" if c["value_ms"] is None else f"{c['value_ms']:,.1f} ms"
         rows.append(
-            f"<tr>{_status_cell(c['status'])}<td>{e(c['name'])} p{c['percentile']:g}</td><td>{e(c['scope'])}</td>"
+            f"<tr>{status_cell(c['status'])}<td>{e(c['name'])} p{c['percentile']:g}</td><td>{e(c['scope'])}</td>"
             f"<td class=num>{e(value)}</td><td class=num>{c['target_ms']:g} ms</td><td>{e(c['reason'])}</td></tr>"
         )
     errors = verdict["errors"]
     rate = "n/a" if errors["rate"] is None else f"{errors['rate']:.2%}"
     rows.append(
-        f"<tr>{_status_cell(errors['status'])}<td>error rate</td><td>overall</td><td class=num>{e(rate)}</td>"
+        f"<tr>{status_cell(errors['status'])}<td>error rate</td><td>{e(errors.get('scope', 'overall'))}</td>"
+        f"<td class=num>{e(rate)}</td>"
         f"<td class=num>{errors['max']:.2%}</td><td>{e(errors['reason'])}</td></tr>"
     )
     out = [
@@ -83,33 +116,86 @@ def at_a_glance(verdict: dict[str, Any]) -> str:
         memory = next((x for m in MEMORY_FIRST for x in entries if x["metric"] == m and x["check"] == "slope"), None)
         trend = ""
         if memory is not None and memory["slope_per_hour"] is not None:
-            trend = f"{memory['metric']} {memory['slope_per_hour'] / MIB:+.2f} MB/h"
+            trend = f"{memory['metric']} {memory['slope_per_hour'] / MB:+.2f} MB/h"
+            if memory.get("growth_since_text"):
+                trend += f" since +{memory['growth_since_text']}"
+        per_unit = per_unit_text(memory) if memory is not None and memory["status"] == "failed" else ""
         status = "failed" if failed else ("passed" if len(entries) > no_data else "no data")
-        what = "; ".join(f"{x['metric']} ({x['check']})" for x in failed) or f"{len(entries) - no_data} checks passed"
+        what = "; ".join(f"{x['metric']} ({x.get('rule', x['check'])})" for x in failed)
+        what = what or f"{len(entries) - no_data} checks passed"
         if no_data:
             what += f", {no_data} without data"
         lines.append(
-            f"<tr>{_status_cell(status)}<td>{e(service)}</td><td class=num>{e(trend)}</td><td>{e(what)}</td></tr>"
+            f"<tr>{status_cell(status)}<td>{e(service)}</td><td class=num>{e(trend)}</td><td>{e(per_unit)}</td>"
+            f"<td>{e(what)}</td></tr>"
         )
     if lines:
         out.append(
-            "<h2>Leaks by service</h2><table><tr><th>status</th><th>service</th><th>memory trend</th><th>checks</th></tr>"
-            + "".join(lines)
-            + "</table>"
+            "<h2>Leaks by service</h2><table><tr><th>status</th><th>service</th><th>memory trend</th>"
+            "<th>kept per unit of work</th><th>checks (rule)</th></tr>" + "".join(lines) + "</table>"
         )
     return "".join(out)
+
+
+def _has_timings(verdict: dict[str, Any]) -> bool:
+    return any(check["status"] != "no data" for check in verdict["latency"])
+
+
+def where_it_ran(verdict: dict[str, Any]) -> str:
+    """The small box: each service as a process or a container, its memory limit, its OOM kills; the engine."""
+    placement = verdict.get("placement") or {}
+    kills: dict[str, list[dict[str, Any]]] = {}
+    for kill in verdict.get("oom_kills") or []:
+        kills.setdefault(str(kill["service"]), []).append(kill)
+    services = placement.get("services") or {}
+    if not services and not kills:
+        return ""
+    rows = []
+    for service in sorted({*services, *kills}):
+        where = services.get(service) or {}
+        runs_as = str(where.get("runs_as", "not recorded"))
+        if where.get("container"):
+            runs_as += f" {where['container']}"
+        elif where.get("pid"):
+            runs_as += f" (pid {where['pid']} at start)"
+        limit = where.get("memory_limit_bytes")
+        limit_text = f"{limit / MB:,.0f} MB" if isinstance(limit, int | float) and limit > 0 else "none"
+        oom = "; ".join(f"OOM-killed at +{fmt_duration(k['at_s'])}" for k in kills.get(service, []))
+        rows.append(
+            f"<tr><td>{e(service)}</td><td>{e(runs_as)}</td><td class=num>{e(limit_text)}</td>"
+            + (f'<td class="status s-failed">{e(oom)}</td>' if oom else "<td>none</td>")
+            + "</tr>"
+        )
+    engine = placement.get("engine") or {}
+    said = [f"runtime {placement.get('runtime', 'not recorded')}"]
+    if engine:
+        version, api, cgroup = (engine.get(key, "?") for key in ("version", "api", "cgroup"))
+        said.append(f"Docker engine {version} (API {api}, cgroup {cgroup}) at {engine.get('address', '?')}")
+    if placement.get("network"):
+        said.append(f"{placement['network']} network")
+    return (
+        "<h2>Where it ran</h2><table><tr><th>service</th><th>ran as</th><th>memory limit</th><th>OOM kills</th></tr>"
+        + "".join(rows)
+        + f'</table><p class="muted">{e("; ".join(said))}</p>'
+    )
 
 
 def latency_section(current: Analysis, figures: Figures) -> str:
     verdict = current.verdict
     out = ["<h2>Latency</h2>"]
+    model = verdict.get("load_model") or {}
+    if model.get("note"):
+        style = "banner warn" if model["model"] == "closed" and _has_timings(verdict) else "muted"
+        out.append(f'<p class="{style}">{e(model["note"])}.</p>')
     if verdict["latency_window"]:
-        out.append(f'<p class="muted">Exact percentiles from latency.csv, judged {e(verdict["latency_window"])}.</p>')
+        out.append(
+            f'<p class="muted">Exact percentiles from {folder.LATENCY}, judged {e(verdict["latency_window"])}.</p>'
+        )
     table = verdict["latency_table"]
     if table:
         rows = "".join(
             f"<tr><td>{e(r['type'])}</td><td>{e(r['name'])}</td><td class=num>{r['count']:,}</td>"
-            + "".join(f"<td class=num>{_num(r[k])}</td>" for k in ("p50", "p95", "p99", "max"))
+            + "".join(f"<td class=num>{num(r[k])}</td>" for k in ("p50", "p95", "p99", "max"))
             + "</tr>"
             for r in table
         )
@@ -131,8 +217,8 @@ def latency_section(current: Analysis, figures: Figures) -> str:
             if not values:
                 continue
             cells = "".join(
-                f'<td class="num {"s-failed" if b["value_ms"] > target["max_ms"] else ""}">{_num(b["value_ms"])}</td>'
-                if not math.isnan(b["value_ms"])
+                f'<td class="num {"s-failed" if b["value_ms"] > target["max_ms"] else ""}">{num(b["value_ms"])}</td>'
+                if b["value_ms"] is not None
                 else "<td class=num>-</td>"
                 for b in values
             )
@@ -203,131 +289,6 @@ def load_section(current: Analysis, figures: Figures) -> str:
     return "".join(out)
 
 
-def _leak_rows(entries: list[dict[str, Any]]) -> str:
-    rows = []
-    for entry in entries:
-        if entry["check"] == "slope":
-            scale, unit = (MIB, " MB/h") if entry["kind"] == "memory" else (1.0, "/h")
-            value = entry["slope_per_hour"]
-            shown = "n/a" if value is None or math.isnan(value) else f"{value / scale:+.2f}{unit}"
-        else:
-            before, after = entry.get("level_before"), entry.get("level_after")
-            shown = "n/a" if before is None else f"{before:g} -> {after:g}"
-        rows.append(
-            f"<tr>{_status_cell(entry['status'])}<td>{e(entry['metric'])}</td><td>{e(entry['check'])}</td>"
-            f"<td class=num>{e(shown)}</td><td>{e(entry['reason'])}</td></tr>"
-        )
-    return (
-        "<table><tr><th>status</th><th>metric</th><th>check</th><th>value</th><th>reason</th></tr>"
-        + "".join(rows)
-        + "</table>"
-    )
-
-
-def _failed(verdict: dict[str, Any], service: str, metrics: tuple[str, ...]) -> bool | None:
-    """That run's own outcome for these metrics: True failed, False passed, None no data or not judged."""
-    entries = [x for x in verdict["leaks"] if x["service"] == service and x["metric"] in metrics]
-    judged = [x for x in entries if x["status"] in ("passed", "failed")]
-    return any(x["status"] == "failed" for x in judged) if judged else None
-
-
-def services_section(current: Analysis, figures: Figures) -> str:
-    verdict = current.verdict
-    out = ["<h2>Services: memory, connections and pools</h2>"]
-    window = verdict["leak_window"]
-    out.append(
-        f'<p class="muted">Leak slopes are fitted to the lower envelope (window minima) with Theil-Sen and a 95% '
-        f"confidence interval, judged {e(window['how'])} to load_stop; the shaded band is the warm-up.</p>"
-    )
-    by_service: dict[str, list[dict[str, Any]]] = {}
-    for entry in verdict["leaks"]:
-        by_service.setdefault(entry["service"], []).append(entry)
-    services = [s for s in verdict["run"]["services"] if s != LOAD_GENERATOR]
-    for service in services:
-        entries = by_service.get(service, [])
-        failed_any = any(x["status"] == "failed" for x in entries)
-        mark = ' <span class="s-failed">(failed)</span>' if failed_any else ""
-        out.append(f"<h3>{e(service)}{mark}</h3>")
-        if entries:
-            out.append(_leak_rows(entries))
-        metrics = sorted(
-            {str(m) for (s, m) in figures.ctx[0]["groups"] if s == service and metric_kind(str(m)) == "memory"},
-            key=lambda m: (MEMORY_FIRST.index(m) if m in MEMORY_FIRST else len(MEMORY_FIRST), m),
-        )
-        for metric in metrics:
-
-            def draw(i: int, metric: str = metric, service: str = service) -> str:
-                data = figures.series(i, service, metric)
-                if data is None:
-                    return ""
-                ctx = figures.ctx[i]
-                fit = figures.runs[i].fits.get((service, metric))
-                failed = _failed(figures.runs[i].verdict, service, (metric,))
-                return plots.memory_plot(
-                    *data, fit, ctx["clock"], ctx["events"], f"{service} {metric}", failed, figures.half
-                )
-
-            out.append(figures.row(draw, f"{service} {metric}"))
-        gauges = sorted(
-            {
-                str(m)
-                for (s, m) in figures.ctx[0]["groups"]
-                if s == service and (metric_kind(str(m)) == "count" or m in SHOWN_WITH_GAUGES)
-            }
-        )
-        if gauges:
-
-            def draw_gauges(i: int, gauges: list[str] = gauges, service: str = service) -> str:
-                series = {m: figures.series(i, service, m) for m in gauges}
-                series = {m: s for m, s in series.items() if s is not None}
-                if not series:
-                    return ""
-                ctx = figures.ctx[i]
-                failed = _failed(figures.runs[i].verdict, service, tuple(gauges))
-                title = f"{service}: connections and pools (drain check: after load stop vs before load)"
-                return plots.gauges_plot(series, ctx["clock"], ctx["events"], title, failed, figures.half)
-
-            out.append(figures.row(draw_gauges, f"{service} gauges"))
-    if verdict["ignored"]:
-        out.append(f'<p class="muted">Left out by leaks.ignore: {e(", ".join(verdict["ignored"]))}</p>')
-    return "".join(out)
-
-
-def generator_section(current: Analysis, figures: Figures) -> str:
-    generator = current.verdict["load_generator"]
-    if not generator:
-        return ""
-    out = ["<h2>The load generator itself (Locust)</h2>"]
-    facts = []
-    memory = generator.get("mem_rss_bytes")
-    if memory and memory.get("max") is not None:
-        slope = memory.get("slope_per_hour")
-        trend = "" if slope is None or math.isnan(slope) else f", trend {slope / MIB:+.2f} MB/h"
-        facts.append(f"memory up to {memory['max'] / MIB:,.0f} MB{trend}")
-    pause = generator.get("gc_pause_max_ms")
-    if pause and pause.get("max") is not None:
-        facts.append(f"longest GC pause {pause['max']:,.0f} ms (a pause this long shows up as latency)")
-    if facts:
-        out.append(f"<p>{e('; '.join(facts))}.</p>")
-    for metric, title, unit, scale in (
-        ("mem_rss_bytes", "Locust memory (RSS)", "MB", MIB),
-        ("gc_pause_max_ms", "Locust longest GC pause per sample", "ms", 1.0),
-        ("cpu_percent", "Locust CPU", "%", 1.0),
-    ):
-        if metric not in generator:
-            continue
-
-        def draw(i: int, metric: str = metric, title: str = title, unit: str = unit, scale: float = scale) -> str:
-            data = figures.series(i, LOAD_GENERATOR, metric)
-            if data is None:
-                return ""
-            ctx = figures.ctx[i]
-            return plots.simple_plot(*data, ctx["clock"], ctx["events"], title, unit, scale, figures.half)
-
-        out.append(figures.row(draw, title))
-    return "".join(out)
-
-
 def baseline_section(verdict: dict[str, Any]) -> str:
     base = verdict.get("baseline")
     if not base:
@@ -341,7 +302,7 @@ def baseline_section(verdict: dict[str, Any]) -> str:
     summary = f"{count} regression(s)" if count else "no regressions"
     return (
         f"<h2>Compared with the baseline</h2><p>Baseline <b>{e(base['name'])}</b> ({e(base['run'])}, "
-        f"{'passed' if base['passed'] else 'failed'}): <b>{e(summary)}</b>.</p>"
+        f"{e(base['status'])}): <b>{e(summary)}</b>.</p>"
         f"<table><tr><th>change</th><th>check</th><th>values</th></tr>{rows}</table>"
     )
 
@@ -349,8 +310,11 @@ def baseline_section(verdict: dict[str, Any]) -> str:
 def metadata_section(current: Analysis) -> str:
     verdict = current.verdict
     run = verdict["run"]
+    events = health_events(current)
+    restarts = ", ".join(f"{service} {line}" for service, _, line in events if line.startswith("restarted"))
+    downtime = ", ".join(f"{service} {line}" for service, _, line in events if line.startswith("down"))
     items = [
-        ("scenario", run["name"] + (" (no scenario.toml: defaults used)" if not run["scenario_found"] else "")),
+        ("scenario", run["name"] + (f" (no {folder.SCENARIO}: defaults used)" if not run["scenario_found"] else "")),
         ("description", run["description"]),
         ("folder", run["folder"]),
         ("samples from", utc(run["start"])),
@@ -359,9 +323,11 @@ def metadata_section(current: Analysis) -> str:
         ("load", fmt_duration(run["load_s"]) if run["load_s"] is not None else "n/a"),
         ("target", run["target_host"]),
         ("faults switched on", ", ".join(run["faults"]) or "none"),
-        ("service restarts", ", ".join(run["restarts"]) or "none"),
+        ("service restarts", restarts or ", ".join(run["restarts"]) or "none"),
         ("services", ", ".join(run["services"])),
     ]
+    if downtime:
+        items.insert(-1, ("downtime", downtime))
     for key, value in sorted(run["meta"].items()):
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())
@@ -371,8 +337,8 @@ def metadata_section(current: Analysis) -> str:
     items += [("note", note) for note in verdict["notes"]]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in items)
     out = [f"<h2>Run</h2><table>{rows}</table>"]
-    scenario = current.run.path / "scenario.toml"
+    scenario = current.run.path / folder.SCENARIO
     if scenario.exists():
         text = scenario.read_text(encoding="utf-8", errors="replace")
-        out.append(f"<details><summary>scenario.toml as run</summary><pre>{e(text)}</pre></details>")
+        out.append(f"<details><summary>{folder.SCENARIO} as run</summary><pre>{e(text)}</pre></details>")
     return "".join(out)

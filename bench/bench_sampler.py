@@ -4,7 +4,7 @@
 
 Starts the embedded sut (auth, backend, agent), opens the WebSocket connections from a subprocess (raw sockets
 that do the handshake and then hold still), and samples backend (port + prometheus), auth, agent (port), Redis,
-Postgres and the sampler itself at 1 Hz: without USS (as shipped, with the CPU budget for counting connections;
+Postgres and the sampler itself at 1 Hz (and, on its own line, one ``health:`` check of the backend per tick): without USS (as shipped, with the CPU budget for counting connections;
 and with connections counted on every tick), and with USS on every tick. CPU is this process's CPU time
 (the sampler's threads are the only thing running in it) divided by the ticks. The baseline, measured in the same
 run on the same processes, is a straightforward psutil sampler: Process.children(recursive=True), memory_info,
@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
+from runspec import folder  # noqa: E402
 from sampler import Sampler, netstat  # noqa: E402
 from sampler.netstat import TcpTable  # noqa: E402
 from sampler.sources import make_tick  # noqa: E402
@@ -162,7 +163,7 @@ def main() -> int:
                 results[label] = cpu_per_tick(sampler.tick, args.ticks, args.interval)
                 ticks = sampler.ticks
                 sampler.stop()
-                rows = [line.split(",") for line in (run_dir / "samples.csv").read_text().splitlines()[1:]]
+                rows = [line.split(",") for line in (run_dir / folder.SAMPLES).read_text().splitlines()[1:]]
                 backend = [r for r in rows if r[1] == "backend"]
                 counts = [float(r[3]) for r in backend if r[2] == "tcp_established"]
                 counted[label] = (len(counts), ticks, counts[-1] if counts else float("nan"))
@@ -195,6 +196,11 @@ def main() -> int:
             )
             single.stop()
             table.close()
+            health = Sampler({"backend": [f"health:{sut.urls['backend']}/health"]}, out_dir / "health", interval=1.0)
+            results["  backend health check (health:URL), per tick"] = cpu_per_tick(
+                health.tick, args.ticks, args.interval
+            )
+            health.stop()
         finally:
             client.stdin.close()
             client.wait(timeout=30)

@@ -1,12 +1,16 @@
 """What the sut's fault switches do, in numbers: backend RSS after N chat messages with the leak switch on vs off,
-db_pool_checked_out under the pool-leak switch, and chat throughput (clean is the baseline, same run).
+db_pool_checked_out under the pool-leak switch, and chat throughput (clean is the baseline, same run); and how long
+the supervisor takes to bring a SIGKILLed backend back (against the cold start of the same sut as the baseline).
 
-    .venv/bin/python bench/bench_sut.py [--messages 2000] [--leak-bytes 100000]
+    .venv/bin/python bench/bench_sut.py [--messages 2000] [--leak-bytes 100000] [--kills 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import statistics
 import sys
 import time
 
@@ -68,10 +72,42 @@ def pool_run(requests_made: int) -> list[float]:
         return seen
 
 
+def healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def recovery_run(kills: int) -> tuple[float, list[float], list[float]]:
+    """(cold start s, [s from SIGKILL to healthy], [s from SIGKILL to a chat answered to the end]) per kill."""
+    began = time.perf_counter()
+    with start_sut(SutConfig(supervise=True, agent_step=0.0, rate_limit=0)) as sut:
+        cold = time.perf_counter() - began
+        client = Client(sut.urls["auth"], sut.urls["backend"])
+        client.login()
+        to_healthy, to_chat = [], []
+        for _ in range(kills):
+            old = sut.pids["backend"]
+            killed = time.perf_counter()
+            os.kill(old, signal.SIGKILL)
+            deadline = killed + 60
+            while (sut.pids["backend"] == old or not healthy(sut.urls["backend"])) and time.perf_counter() < deadline:
+                time.sleep(0.01)
+            to_healthy.append(time.perf_counter() - killed)
+            tab = client.tab()
+            tab.until_type("agent_completed", tab.chat("back?"))
+            to_chat.append(time.perf_counter() - killed)
+            tab.close()
+            time.sleep(1.0)
+        return cold, to_healthy, to_chat
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--leak-bytes", type=int, default=100_000)
+    parser.add_argument("--kills", type=int, default=5, help="SIGKILLs of the supervised backend")
     args = parser.parse_args()
 
     clean_mb, clean_rate = rss_run(args.messages, 0)
@@ -89,6 +125,13 @@ def main() -> int:
     seen = pool_run(16)
     print("db_pool_checked_out with leak_pool (pool 5 + overflow 10), one GET /api/threads at a time:")
     print("  " + " ".join(f"{v:.0f}" for v in seen))
+
+    cold, to_healthy, to_chat = recovery_run(args.kills)
+    print(f"supervised backend, {args.kills} x SIGKILL (restart backoff 0.5 s, then 1 s, ... within a minute):")
+    print(f"  cold start of the whole sut   {cold:6.2f} s  (baseline)")
+    for label, values in (("kill -> /health 200", to_healthy), ("kill -> a chat answered", to_chat)):
+        median = statistics.median(values)
+        print(f"  {label:28s}  {median:6.2f} s median, {max(values):.2f} s max = {median / cold:.2f} x cold start")
     return 0
 
 

@@ -71,11 +71,17 @@ def bare_loop(url: str, token: str, kind: str, thread_id: int, deadline: float, 
     if kind == "ping":
         payload, replies, timed = '{"type":"ping","id":"bare"}', 1, {0: "ws ping"}
     else:
-        payload, replies = f'{{"type":"chat_message","id":"bare","thread_id":{thread_id},"content":"hi"}}', 6
+        # A fresh client id per message (and per run: the users are the same in every run): the sut de-duplicates
+        # resends by id and would answer a repeat with one ack, and this loop would wait for the rest forever.
+        prefix = f"bare-{new_id()}-"
+        template = f'{{{{"type":"chat_message","id":"{prefix}{{}}","thread_id":{thread_id},"content":"hi"}}}}'
+        payload, replies = template, 6
         timed = {0: "ws round trip", 1: "agent startup", 5: "agent complete"}
+    sent = 0
     while time.perf_counter() < deadline:
         started = time.perf_counter()
-        ws.send(payload)
+        sent += 1
+        ws.send(payload.format(sent) if kind != "ping" else payload)
         for i in range(replies):
             ws.recv()
             if report is not None and i in timed:

@@ -4,8 +4,11 @@ An Exchange is one message sent and the events expected back; an Inbox holds a c
 each server event to one by ``reply_to`` (``upload_id`` for uploads). Timed steps are fired as Locust requests of
 type ``WS``, each exactly once per exchange: a success with its time (``time.perf_counter()`` from the send), or a
 failure saying what went wrong. A missing, late, out-of-order, duplicated or foreign event is a failure; messages
-name the event type, never an id, so Locust's error table stays bounded. Everything is bounded: MAX_PENDING
-exchanges and RECENT_IDS finished ids per connection. This module does not import Locust.
+name the event type, never an id, so Locust's error table stays bounded. An event of a type the scenario's
+[protocol] does not name is ignored and counted (``ws ignored <type>``, untimed), never a failure: a platform may say
+more than the contract. Field and event names come from the connection's Wire (locustfiles/wire.py; the contract by
+default). Everything is bounded: MAX_PENDING exchanges and RECENT_IDS finished ids per connection, MAX_IGNORED_NAMES
+names for ignored types. This module does not import Locust.
 """
 
 from __future__ import annotations
@@ -16,28 +19,36 @@ from collections import deque
 from itertools import count
 from typing import Any
 
-from gevent.hub import Waiter, get_hub
+from locustfiles.reporting import REQUEST_TYPE, EventCheckFailed, Flag, Reporter
+from locustfiles.stream import STALL_AFTER_MS, Stream
+from locustfiles.wire import DEFAULT, Wire
+from runspec.folder import FROM_INTENDED, FROM_SEND
+
+__all__ = ["REQUEST_TYPE", "EventCheckFailed", "Exchange", "Flag", "Inbox", "Reporter", "new_id"]
 
 MAX_PENDING = 64  # exchanges in flight on one connection; a user waits for its replies long before this
 RECENT_IDS = 16  # finished exchanges remembered to tell a late duplicate from a foreign event
 MAX_EARLY_UPLOADS = 16  # upload results that overtook their POST's response
-REQUEST_TYPE = "WS"
 EVENTS_NAME = "ws event"  # events that belong to no exchange: foreign, repeated after the end, malformed
 
-CHAT_STEPS = ("ack", "agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed")
-CHAT_NAMES = {"ack": "ws round trip", "agent_started": "agent startup", "agent_completed": "agent complete"}
-REFRESH_STEPS = ("token_refreshed",)
-REFRESH_NAMES = {"token_refreshed": "ws token refresh"}
-UPLOAD_STEPS = ("upload_processed",)
-UPLOAD_NAMES = {"upload_processed": "upload processed"}
-UPLOAD_TYPES = frozenset({"upload_processed", "upload_failed"})  # matched by upload_id, not reply_to
-ERROR_TYPES = frozenset({"error", "upload_failed"})
-# Pushed by the server without belonging to a message; not a failure on their own.
-NOTICE_TYPES = frozenset({"replay_truncated", "hello", "connected", "pong"})
+IGNORED_PREFIX = "ws ignored "  # + the event type: counted (untimed), not a failure
+MAX_IGNORED_NAMES = 16  # distinct ignored types named in the stats; the rest share one name
+IGNORED_OTHER = IGNORED_PREFIX + "(other types)"
+# The contract's names (the [protocol] defaults); a connection uses its Wire's.
+CHAT_STEPS = DEFAULT.chat_steps
+CHAT_NAMES = DEFAULT.chat_names
+REFRESH_STEPS = DEFAULT.refresh_steps
+REFRESH_NAMES = DEFAULT.refresh_names
+UPLOAD_STEPS = DEFAULT.upload_steps
+UPLOAD_NAMES = DEFAULT.upload_names
+UPLOAD_TYPES = DEFAULT.upload_types  # matched by upload_id, not reply_to
+ERROR_TYPES = DEFAULT.error_types
+NOTICE_TYPES = DEFAULT.notices
 
 _ids = count(1)
 _id_prefix = ""
 _step_indexes: dict[tuple[str, ...], dict[str, int]] = {}
+_ignored_names: dict[str, str] = {}
 MAX_STEP_INDEXES = 64  # distinct steps tuples remembered (they are module constants; more is a caller's bug)
 
 
@@ -67,72 +78,6 @@ def _step_index(steps: tuple[str, ...]) -> dict[str, int]:
     return index
 
 
-class Flag:
-    """A one-shot event with at most one waiter: gevent.event.Event's link machinery and Timeout object cost more
-    than the rest of a round trip's bookkeeping (measured with bench/bench_ws.py)."""
-
-    __slots__ = ("_is_set", "_waiter")
-
-    def __init__(self) -> None:
-        self._is_set = False
-        self._waiter: Waiter | None = None
-
-    def is_set(self) -> bool:
-        return self._is_set
-
-    def set(self) -> None:
-        if self._is_set:
-            return
-        self._is_set = True
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            get_hub().loop.run_callback(waiter.switch, True)
-
-    def wait(self, timeout: float) -> bool:
-        """True once set; False after ``timeout`` seconds."""
-        if self._is_set:
-            return True
-        if timeout <= 0:
-            return False
-        hub = get_hub()
-        waiter = self._waiter = Waiter(hub)
-        timer = hub.loop.timer(timeout)
-        timer.start(waiter.switch, False)
-        try:
-            return waiter.get()
-        finally:
-            timer.close()
-            self._waiter = None
-
-
-class EventCheckFailed(Exception):
-    """A server event that broke the contract (the message says which check, never which id)."""
-
-
-class Reporter:
-    """Fires Locust request events of type WS."""
-
-    __slots__ = ("_fire",)
-
-    def __init__(self, environment: Any) -> None:
-        self._fire = environment.events.request.fire
-
-    def success(self, name: str, ms: float, length: int = 0) -> None:
-        self._fire(
-            request_type=REQUEST_TYPE, name=name, response_time=ms, response_length=length, exception=None, context={}
-        )
-
-    def failure(self, name: str, message: str, ms: float | None = None) -> None:
-        self._fire(
-            request_type=REQUEST_TYPE,
-            name=name,
-            response_time=ms,
-            response_length=0,
-            exception=EventCheckFailed(message),
-            context={},
-        )
-
-
 class Exchange:
     """One message sent and the events expected back, in order, each once."""
 
@@ -157,6 +102,9 @@ class Exchange:
         "replied_at",
         "expect_fields",
         "inbox",
+        "wire",
+        "stream",
+        "other",
         "_watch",
     )
 
@@ -189,7 +137,20 @@ class Exchange:
         self.replied_at: float | None = None
         self.expect_fields: dict[str, Any] | None = None  # fields the final event must carry with these values
         self.inbox: Inbox | None = None
+        self.wire = DEFAULT  # the Inbox's, once expected
+        self.stream: Stream | None = None  # the reply's tokens, timed (stream.py); None until the first
+        self.other: tuple[str, float] | None = None  # open model: (name suffix, ms to add) of the round trip not judged
         self._watch: tuple[int, Flag] | None = None
+
+    def time_from(self, intended: float, judge_intended: bool) -> None:
+        """Open model: the message was due at ``intended`` (perf_counter), before it left. The named steps are timed
+        from then (``judge_intended``: a stall delays every message due during it, as people feel it) or from the
+        send; the other view goes to the record only, under its suffix (``(from send)``, ``(from intended)``)."""
+        late_ms = (self.sent_at - intended) * 1000.0
+        if judge_intended:
+            self.sent_at, self.other = intended, (FROM_SEND, -late_ms)
+        else:
+            self.other = (FROM_INTENDED, late_ms)
 
     @property
     def ok(self) -> bool:
@@ -224,10 +185,10 @@ class Exchange:
             self.replied_at = now
             if self.replied is not None:
                 self.replied.set()
-        if etype in ERROR_TYPES:
+        if etype in self.wire.error_types:
             self.error = event
             if not self.refusable:
-                code = str(event.get("code") or etype)[:40]
+                code = str(event.get(self.wire.code_key) or etype)[:40]
                 self._note(f"error {code}")
                 self._fire_unfired(f"error {code} instead of {{step}}", now)
             self._finish()
@@ -267,14 +228,27 @@ class Exchange:
         if name is not None and self.timed and not self.fired & bit:
             self.fired |= bit
             if in_order and (not final or self.problem is None):
-                self.report.success(name, (now - self.sent_at) * 1000.0)
+                ms = (now - self.sent_at) * 1000.0
+                self.report.success(name, ms)
+                if self.other is not None:
+                    self.report.timing(name + self.other[0], ms + self.other[1])
             else:
                 self.report.failure(name, self.problem or f"{etype} out of order", self._elapsed_ms(now))
         watch = self._watch
         if watch is not None and self.last >= watch[0]:
             watch[1].set()
         if final:
+            if self.stream is not None and self.timed:
+                self.stream.end(self.report)
             self._finish()
+
+    def token(self, now: float, stall_ms: float) -> None:
+        """A token event of this reply (its seq is the ledger's to judge): timed while the exchange is."""
+        if not self.timed or self.done.is_set():
+            return
+        if self.stream is None:
+            self.stream = Stream()
+        self.stream.token(self.report, self.sent_at, now, stall_ms)
 
     def _finish(self) -> None:
         if self.inbox is not None:
@@ -317,10 +291,21 @@ class Exchange:
 class Inbox:
     """What one connection (or one connection and its reconnections) expects and has seen."""
 
-    __slots__ = ("report", "pending", "recent", "last_event_id", "uploads_in_flight", "early_uploads")
+    __slots__ = (
+        "report",
+        "wire",
+        "pending",
+        "recent",
+        "last_event_id",
+        "uploads_in_flight",
+        "early_uploads",
+        "stall_ms",
+    )
 
-    def __init__(self, report: Reporter) -> None:
+    def __init__(self, report: Reporter, wire: Wire = DEFAULT) -> None:
         self.report = report
+        self.wire = wire
+        self.stall_ms = STALL_AFTER_MS  # a longer gap between tokens is a stall (the user's token_stall)
         self.pending: dict[str, Exchange] = {}
         self.recent: deque[tuple[str, bool]] = deque(maxlen=RECENT_IDS)
         self.last_event_id: int | None = None
@@ -332,10 +317,11 @@ class Inbox:
             exchange.fail("too many messages in flight on one connection")
             return False
         exchange.inbox = self
+        exchange.wire = self.wire
         self.pending[exchange.id] = exchange
         early = self.early_uploads.pop(exchange.id, None)
         if early is not None:
-            exchange.receive(early[0], early[0].get("type", ""), early[1])
+            exchange.receive(early[0], early[0].get(self.wire.type_key, ""), early[1])
         return True
 
     def forget(self, exchange: Exchange) -> None:
@@ -343,25 +329,43 @@ class Inbox:
             self.recent.append((exchange.id, exchange.problem is None and exchange.error is None))
 
     def handle(self, event: dict, now: float) -> None:
-        etype = event.get("type")
-        if etype in UPLOAD_TYPES:
-            key = event.get("upload_id")
+        wire = self.wire
+        etype = event.get(wire.type_key)
+        if etype not in wire.known:
+            self.ignore(etype)
+            return
+        if etype in wire.upload_types:
+            key = event.get(wire.upload_id_key)
         else:
-            key = event.get("reply_to")
+            key = event.get(wire.reply_key)
         exchange = self.pending.get(key) if key is not None else None
         if exchange is None:
             self._unmatched(event, etype, key, now)
             return
-        event_id = event.get("event_id")
+        event_id = event.get(wire.event_id_key)
         if event_id is not None:
             if self.last_event_id is not None and event_id <= self.last_event_id:
                 exchange._note(f"{etype} repeated or out of order (event_id did not increase)")
                 return
             self.last_event_id = event_id
+        if etype == wire.token:
+            exchange.token(now, self.stall_ms)
+            return
         exchange.receive(event, etype, now)
 
+    def ignore(self, etype: Any) -> None:
+        """An event of a type the [protocol] does not name: counted under its type's name (bounded), not judged."""
+        text = str(etype)[:40]
+        name = _ignored_names.get(text)
+        if name is None:
+            name = IGNORED_PREFIX + text if len(_ignored_names) < MAX_IGNORED_NAMES else IGNORED_OTHER
+            if len(_ignored_names) < MAX_IGNORED_NAMES:
+                _ignored_names[text] = name
+        self.report.count(name)
+
     def _unmatched(self, event: dict, etype: Any, key: Any, now: float) -> None:
-        event_id = event.get("event_id")
+        wire = self.wire
+        event_id = event.get(wire.event_id_key)
         for finished_id, clean in self.recent:
             if finished_id == key:
                 if event_id is not None and self.last_event_id is not None and event_id > self.last_event_id:
@@ -369,18 +373,19 @@ class Inbox:
                 if clean:  # after a timeout, late events were already counted as missing
                     self.report.failure(EVENTS_NAME, f"{etype} after its exchange had ended (duplicate or late)")
                 return
-        if etype in UPLOAD_TYPES and self.uploads_in_flight > 0 and len(self.early_uploads) < MAX_EARLY_UPLOADS:
+        if etype in wire.upload_types and self.uploads_in_flight > 0 and len(self.early_uploads) < MAX_EARLY_UPLOADS:
             self.early_uploads[key] = (event, now)  # may have overtaken the response to our own POST
             return
         if key is None:
-            if etype in NOTICE_TYPES:
+            if etype in wire.notices:
                 return
-            if etype == "error":
-                self.report.failure(EVENTS_NAME, f"error {event.get('code') or '?'} without reply_to")
+            if etype == wire.error:
+                code = str(event.get(wire.code_key) or "?")[:40]
+                self.report.failure(EVENTS_NAME, f"{etype} {code} without {wire.reply_key}")
             else:
-                self.report.failure(EVENTS_NAME, f"unexpected event {str(etype)[:40]} without reply_to")
+                self.report.failure(EVENTS_NAME, f"unexpected event {str(etype)[:40]} without {wire.reply_key}")
             return
-        if etype in UPLOAD_TYPES:
+        if etype in wire.upload_types:
             self.report.failure(EVENTS_NAME, f"foreign event: {etype} for an upload this user did not make")
         else:
             self.report.failure(EVENTS_NAME, f"foreign event: {etype} for a message this user did not send")
@@ -389,7 +394,8 @@ class Inbox:
         """Upload results still unclaimed when no upload of ours is in flight belong to someone else."""
         if self.uploads_in_flight == 0 and self.early_uploads:
             for event, _ in self.early_uploads.values():
-                self.report.failure(EVENTS_NAME, f"foreign event: {event.get('type')} for an upload of another user")
+                etype = event.get(self.wire.type_key)
+                self.report.failure(EVENTS_NAME, f"foreign event: {etype} for an upload of another user")
             self.early_uploads.clear()
 
     def fail_all(self, reason: str) -> None:

@@ -3,6 +3,8 @@
 Where things run: requests are recorded where users run (a local runner or each worker). Workers hand their counts
 to the master with every report; the master (or the local runner) writes ``latency.csv`` and the ``locust`` rows of
 ``samples.csv`` as intervals close, and everything left when Locust quits (after SIGINT or SIGTERM too).
+``samples.csv`` has one writer everywhere (sampler.writer.SampleWriter: one O_APPEND write per batch, shared with
+a sampler that writes the same file).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
-from locustfiles import gcwatch, options, timings, users
+from locustfiles import gcwatch, hubwatch, options, timings, tokentab, userclasses
+from runspec import ScenarioError, folder
+from sampler.writer import SampleWriter
 
 FLUSH_EVERY = 2.0  # seconds between checks for closed intervals
 MASTER_GRACE = 7.0  # workers report every 3 s: wait two reports before writing an interval
@@ -23,14 +27,14 @@ LOCAL_GRACE = 1.0
 FREEZE_AFTER = 5.0  # seconds after spawning completes: time for the users' on_start (login, connect)
 REPORT_KEY_TIMINGS = "soak_timings"
 REPORT_KEY_GC = "soak_gc"
-LATENCY_FILE = "latency.csv"
-SAMPLES_FILE = "samples.csv"
-SAMPLES_HEADER = ("ts", "service", "metric", "value")
+REPORT_KEY_HUB = "soak_hub"
 
 logger = logging.getLogger(__name__)
 record = timings.TimingRecord()
 gc_pauses = gcwatch.GcPauses()
-_state: dict[str, Any] = {"flusher": None, "writes": False, "grace": LOCAL_GRACE}
+hub = hubwatch.HubWatch()
+live_tokens = tokentab.LiveTokens()  # the web UI's Tokens tab, where there is a web UI (webui.py)
+_state: dict[str, Any] = {"flusher": None, "writes": False, "grace": LOCAL_GRACE, "samples": None, "live": False}
 
 
 @events.init_command_line_parser.add_listener
@@ -46,11 +50,43 @@ def _on_request(request_type: str, name: str, response_time: float | None, excep
 def _on_report_to_master(client_id: str, data: dict, **_kwargs: Any) -> None:
     data[REPORT_KEY_TIMINGS] = record.take_all()
     data[REPORT_KEY_GC] = gc_pauses.take_report()
+    data[REPORT_KEY_HUB] = hub.take_report()
 
 
 def _on_worker_report(client_id: str, data: dict, **_kwargs: Any) -> None:
-    record.merge(data.get(REPORT_KEY_TIMINGS) or [])
+    rows = data.get(REPORT_KEY_TIMINGS) or []
+    record.merge(rows)
+    if _state["live"]:
+        live_tokens.merge(rows, time.time())
     gc_pauses.merge(data.get(REPORT_KEY_GC) or [])
+    hub.merge(data.get(REPORT_KEY_HUB) or [])
+
+
+def _on_request_live(request_type: str, name: str, response_time: float | None, exception: Any, **_kw: Any) -> None:
+    if exception is None and response_time is not None and name in tokentab.NAMES:
+        live_tokens.add(name, response_time, time.time())
+
+
+def _live_sink(record_sink: timings.Sink | None) -> timings.Sink:
+    """The timings that are no requests (token gaps) for the Tokens tab too, besides the record if it keeps them."""
+
+    def sink(request_type: str, name: str, ms: float, now: float) -> None:
+        if record_sink is not None:
+            record_sink(request_type, name, ms, now)
+        if name in tokentab.NAMES:
+            live_tokens.add(name, ms, now)
+
+    return sink
+
+
+def _show_tokens(environment: Any, local: bool) -> None:
+    """A web UI's Tokens tab is fed here: a local runner's timings as they come, a master's from worker reports."""
+    _state["live"] = True
+    environment.events.test_start.add_listener(lambda **_kw: live_tokens.reset())  # as Locust's stats: per test
+    environment.events.reset_stats.add_listener(lambda **_kw: live_tokens.reset())
+    if local:
+        environment.events.request.add_listener(_on_request_live)
+        timings.SINK = _live_sink(timings.SINK)
 
 
 def _on_spawning_complete(user_count: int, **_kwargs: Any) -> None:
@@ -71,16 +107,30 @@ def flush(final: bool = False) -> None:
         return
     now = time.time()
     if final:
-        latency_rows, gc_rows = record.take_all(), gc_pauses.take_all()
+        latency_rows, gc_rows, hub_rows = record.take_all(), gc_pauses.take_all(), hub.take_all()
     else:
         gc_pauses.touch(now)
         latency_rows = record.take_closed(now, _state["grace"])
         gc_rows = gc_pauses.take_closed(now, _state["grace"])
+        hub_rows = hub.take_closed(now, _state["grace"])
     try:
-        timings.append_rows(run_dir / LATENCY_FILE, timings.HEADER, latency_rows)
-        timings.append_rows(run_dir / SAMPLES_FILE, SAMPLES_HEADER, gcwatch.sample_rows(gc_rows))
+        timings.append_rows(run_dir / folder.LATENCY, timings.HEADER, latency_rows)
+        samples = gcwatch.sample_rows(gc_rows) + hubwatch.sample_rows(hub_rows)
+        if samples:
+            if _state["samples"] is None:  # opened at the first rows: a run without any leaves no empty file
+                _state["samples"] = SampleWriter(run_dir / folder.SAMPLES)
+            _state["samples"].write(samples)
     except OSError as exc:
         logger.error("cannot write to %s: %s", run_dir, exc)
+
+
+def _close_samples() -> None:
+    writer, _state["samples"] = _state["samples"], None
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError as exc:
+            logger.error("cannot close %s: %s", writer.path, exc)
 
 
 def _flush_loop() -> None:
@@ -95,7 +145,9 @@ def _on_quitting(**_kwargs: Any) -> None:
 
 def _on_quit(**_kwargs: Any) -> None:
     # After runner.quit(): users' on_stop ran and the workers' last reports arrived.
+    hub.stop()
     flush(final=True)
+    _close_samples()
     flusher = _state["flusher"]
     if flusher is not None:
         flusher.kill(block=False)
@@ -105,7 +157,7 @@ def _on_test_start(environment: Any, **_kwargs: Any) -> None:
     # A remote worker learns the master's custom options only now (they come with the first spawn message).
     if isinstance(environment.runner, WorkerRunner):
         settings = options.apply(environment.parsed_options)
-        users.configure(environment, settings, drop_unweighted=False)
+        userclasses.configure(environment, settings, drop_unweighted=False)
 
 
 @events.init.add_listener
@@ -115,18 +167,22 @@ def _on_init(environment: Any, **_kwargs: Any) -> None:
     is_worker = isinstance(runner, WorkerRunner)
     is_master = isinstance(runner, MasterRunner)
     try:
-        users.configure(environment, settings, drop_unweighted=not is_worker)
-    except options.ScenarioFileError as exc:
+        userclasses.configure(environment, settings, drop_unweighted=not is_worker)
+    except ScenarioError as exc:
         options.exit_with(str(exc))
     environment.events.test_start.add_listener(_on_test_start)
     if not is_master:
         environment.events.spawning_complete.add_listener(_on_spawning_complete)
         if is_worker or settings.run_dir is not None:  # recorded only where it will be written
             environment.events.request.add_listener(_on_request)
+            timings.SINK = record.add
             gc_pauses.install()
+            hub.start()
     if is_worker:
         environment.events.report_to_master.add_listener(_on_report_to_master)
         return
+    if environment.web_ui is not None:
+        _show_tokens(environment, local=not is_master)
     if is_master:
         environment.events.worker_report.add_listener(_on_worker_report)
         _state["grace"] = MASTER_GRACE

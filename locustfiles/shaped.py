@@ -21,9 +21,18 @@ from locust.runners import WorkerRunner
 
 from locustfiles import options, plugin, sampling, webui  # noqa: F401 - their listeners register on import
 from locustfiles.shapes import users_at
+from locustfiles.sseuser import SseChattingUser
 from locustfiles.users import ChattingUser, MultiTabUser, RateLimitedUser, ReconnectingUser, UploadingUser
 
-__all__ = ["ChattingUser", "MultiTabUser", "RateLimitedUser", "ReconnectingUser", "ScenarioShape", "UploadingUser"]
+__all__ = [
+    "ChattingUser",
+    "MultiTabUser",
+    "RateLimitedUser",
+    "ReconnectingUser",
+    "ScenarioShape",
+    "SseChattingUser",
+    "UploadingUser",
+]
 
 
 class ScenarioShape(LoadTestShape):

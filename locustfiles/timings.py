@@ -5,7 +5,9 @@ coarse to judge a 50 ms target. Here every successful request is counted per 10 
 to three significant digits (0.1% resolution), so memory is bounded by the number of distinct values, not requests.
 Workers hand their counts to the master every report (and forget them); the master, or a local runner, writes each
 interval once it is closed. Counts that arrive after their interval was written are appended as more rows with the
-same ``ts``: a reader sums ``count`` over equal keys. This module does not import Locust.
+same ``ts``: a reader sums ``count`` over equal keys. The few timings whose moment matters (a user's recovery from
+an outage, judged against the fault's end: ``FINE_NAMES``) are kept per second instead, so their ``ts`` is the
+second they completed in. This module does not import Locust.
 """
 
 from __future__ import annotations
@@ -13,13 +15,31 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from runspec import folder
+
 INTERVAL = 10  # seconds per row group; ts in latency.csv is the start of the interval
+FINE_NAMES = frozenset({folder.WS_RECOVERY})  # rare timings kept per second: ts is the second they completed in
 MAX_KEYS_PER_INTERVAL = 100_000  # distinct (type, name, ms) per interval before the interval is written early
-HEADER = ("ts", "type", "name", "ms", "count")
+HEADER = folder.LATENCY_COLUMNS  # ts, type, name, ms, count
 
 Key = tuple[str, str, float]
+
+
+# Where timings that are not requests go (plugin.py sets it where the record is kept): a token gap per token would
+# swamp Locust's requests per second and the error rate's denominator, so those go to the record only.
+Sink = Callable[[str, str, float, float], None]  # (request type, name, ms, unix time)
+SINK: Sink | None = None
+
+
+def record_timing(request_type: str, name: str, ms: float) -> None:
+    """Into latency.csv only, never into Locust's stats; a no-op where this process keeps no record."""
+    sink = SINK
+    if sink is not None:
+        sink(request_type, name, ms, time.time())
 
 
 def round_ms(ms: float) -> float:
@@ -51,6 +71,12 @@ class TimingRecord:
         self._counts: dict[Key, int] = {}
 
     def add(self, request_type: str, name: str, ms: float, now: float, count: int = 1) -> None:
+        if name in FINE_NAMES:
+            # a group of its own per second (closed with the interval it falls in): at most one per second per name
+            counts = self.intervals.setdefault(int(now), {})
+            key = (request_type, name, round_ms(ms))
+            counts[key] = counts.get(key, 0) + count
+            return
         if self._start <= now < self._end:
             counts = self._counts
         else:

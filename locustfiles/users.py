@@ -1,8 +1,10 @@
 """The simulated users: they chat, keep several tabs, upload, hit the rate limit and reconnect.
 
 Each one logs in as a user of its own (so no two share events), keeps its token fresh and checks every server
-event (see wsclient). Weights, think times and per-class keys come from the scenario's [users.<Class>] tables
-through ``configure``, called from the init event (also on workers, and again at test start).
+event (see wsclient). Its WebSockets are tabs that reconnect, resume and resend by themselves, each with a delivery
+ledger (see reconnect.py, ledger.py). Paths, fields, event names and the token's place are the scenario's [protocol]
+(a Wire, see wire.py). Weights, think times and per-class keys come from the scenario's [users.<Class>] tables
+through ``userclasses.configure``, called from the init event (also on workers, and again at test start).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import time
 from typing import Any
 
 import gevent
-from locust import HttpUser, between, constant, task
+from locust import HttpUser, between, task
 
 from locustfiles import options
-from locustfiles.exchange import CHAT_NAMES, CHAT_STEPS, UPLOAD_NAMES, UPLOAD_STEPS, Exchange, Reporter, new_id
+from locustfiles.arrival import OpenChat
+from locustfiles.exchange import Exchange, Reporter, new_id
+from locustfiles.reconnect import Policy, Tab, tabs_ready
 from locustfiles.session import AuthSession, rest
-from locustfiles.wsclient import WsConnection, ws_url
 
 MESSAGE = "Summarise the last three messages of this thread, please."
 HISTORY_EVERY = 5  # ChattingUser reloads its thread's history every N messages
@@ -26,6 +29,8 @@ RETRY_SLACK = 0.25  # seconds added to retry_after before the retry: the server'
 RATE_NAME = "rate limit"
 FANOUT_NAME = "fan-out lag"
 RECONNECT_NAME = "reconnect replay"
+UPLOAD_STATUSES = (200, 201, 202)  # the contract says 202; any of these means the upload was taken
+THREAD_STATUSES = (200, 201)
 MAX_BLOBS = 8  # upload payloads kept in memory, one per distinct size
 
 _blobs: dict[int, bytes] = {}
@@ -50,8 +55,10 @@ class ChatUser(HttpUser):
 
     def on_start(self) -> None:
         self.cfg = options.current.user(type(self).__name__)
+        self.wire = options.current.wire
         self.report = Reporter(self.environment)
-        self.connections: list[WsConnection] = []
+        self.policy = Policy.for_user(self.cfg)
+        self.connections: list[Tab] = []
         self.session: AuthSession | None = None
         self.thread_id: Any = None
         self.sent = 0
@@ -74,7 +81,8 @@ class ChatUser(HttpUser):
         self.thread_id = None
         auth_host = options.current.auth_host or self.host
         email = f"{type(self).__name__.lower()}-{new_id()}@soak.test"
-        self.session = AuthSession(self.client, auth_host, email)
+        wire = self.wire
+        self.session = AuthSession(self.client, auth_host, email, wire=wire)
         if not self.session.login():
             self.session = None
             return False
@@ -82,29 +90,34 @@ class ChatUser(HttpUser):
             self.session = None
             return False
         headers = self.session.headers
-        rest(self.client, "GET", "/api/threads", "GET /api/threads", headers=headers)
+        threads, create = wire.threads, wire.create_thread
+        rest(self.client, threads.method, threads.url(""), threads.name, wire=wire, headers=headers)
         thread = rest(
             self.client,
-            "POST",
-            "/api/threads",
-            "POST /api/threads",
-            (200, 201),
-            json={"title": "soak"},
+            create.method,
+            create.url(""),
+            create.name,
+            THREAD_STATUSES,
+            wire=wire,
+            require=wire.api["thread_id"],
+            json={wire.api["title"]: "soak"},
             headers=headers,
         )
-        if not isinstance(thread, dict) or thread.get("id") is None:
+        if thread is None:
             return False
-        self.thread_id = thread["id"]
+        self.thread_id = wire.thread_id(thread)
         self.load_history()
         for _ in range(self.tab_count):
             self.connections.append(self.connect())
         return all(conn.open for conn in self.connections)
 
-    def connect(self, last_event_id: int | None = None, previous: WsConnection | None = None) -> WsConnection:
-        url = ws_url(self.host, last_event_id)
-        conn = WsConnection(url, self.session.access_token, self.report, previous.inbox if previous else None)
-        conn.connect()
-        return conn
+    def connect(self) -> Tab:
+        tab = Tab(self.host, self.access_token, self.report, self.policy, self.wire)
+        tab.connect()  # refused: the next ready() has it reconnect
+        return tab
+
+    def access_token(self) -> str:
+        return self.session.access_token if self.session is not None else ""
 
     def end_connections(self) -> None:
         for conn in self.connections:
@@ -112,15 +125,11 @@ class ChatUser(HttpUser):
         self.connections = []
 
     def ready(self) -> bool:
-        """Logged in, token fresh, every connection open (a connection the server closed is opened anew)."""
+        """Logged in, token fresh, every tab connected (waiting up to the event timeout for tabs that reconnect)."""
         if self.session is None or self.thread_id is None:
             return self.begin()
         self.keep_fresh()
-        for i, conn in enumerate(self.connections):
-            if not conn.open:
-                conn.close()
-                self.connections[i] = self.connect()
-        return all(conn.open for conn in self.connections)
+        return tabs_ready(self.connections, self.timeout)
 
     def keep_fresh(self) -> None:
         """Refresh the access token before it expires: over REST, then in-band on every open connection."""
@@ -129,28 +138,45 @@ class ChatUser(HttpUser):
         # a refresh token can expire too over a long soak: then log in again as the same user
         if not self.session.refresh() and not self.session.login():
             return
-        for conn in self.connections:
-            if conn.open:
-                conn.refresh_token(self.session.access_token, self.timeout)
+        for tab in self.connections:
+            tab.refresh_token(self.session.access_token, self.timeout)  # a tab that is down takes it at its reconnect
 
     def load_history(self) -> None:
-        rest(
-            self.client,
-            "GET",
-            f"/api/threads/{self.thread_id}/messages?limit={HISTORY_LIMIT}",
-            "GET /api/threads/{id}/messages",
-            headers=self.session.headers,
-        )
+        history = self.wire.history
+        url = history.url("", self.thread_id, HISTORY_LIMIT)
+        rest(self.client, history.method, url, history.name, wire=self.wire, headers=self.session.headers)
+
+    def judged(self, exchange: Exchange) -> None:
+        """After a reply: a token the server calls expired is refreshed before the next message."""
+        error = exchange.error
+        if error is not None and error.get(self.wire.code_key) == self.wire.token_expired and self.session:
+            self.session.expired()
 
 
 class ChattingUser(ChatUser):
-    """Loads its thread's history, then chats: send, wait for agent_completed, think, repeat."""
+    """Loads its thread's history, then chats: send, wait for agent_completed, think, repeat. With [arrival] rate
+    (the open model) it sends on its schedule instead, replies or not (arrival.py)."""
+
+    def on_start(self) -> None:
+        arrival = options.current.scenario["arrival"]
+        self.open_chat = OpenChat(arrival, options.current.shape["users"]) if arrival["rate"] > 0 else None
+        super().on_start()
+
+    def on_stop(self) -> None:
+        if self.open_chat is not None:
+            self.open_chat.close()
+        super().on_stop()
 
     @task
     def chat(self) -> None:
+        if self.open_chat is not None:
+            self.open_chat.step(self, MESSAGE)
+            return
         if not self.ready():
             return
-        self.connections[0].chat(self.thread_id, MESSAGE).wait(self.timeout)
+        exchange = self.connections[0].chat(self.thread_id, MESSAGE)
+        exchange.wait(self.timeout)
+        self.judged(exchange)
         self.sent += 1
         if self.sent % HISTORY_EVERY == 0:
             self.load_history()
@@ -168,22 +194,28 @@ class MultiTabUser(ChatUser):
         if not self.ready():
             return
         tabs = self.connections
+        losses = [tab.losses for tab in tabs]
         sender = self.sent % len(tabs)
         message_id = new_id()
+        wire = self.wire
         exchanges = [
-            Exchange(message_id, CHAT_STEPS, CHAT_NAMES, self.report, timed=i == sender) for i in range(len(tabs))
+            Exchange(message_id, wire.chat_steps, wire.chat_names, self.report, timed=i == sender)
+            for i in range(len(tabs))
         ]
         for i, tab in enumerate(tabs):
             if i != sender:
-                tab.inbox.expect(exchanges[i])  # before the send: the other tabs' events may come first
-        payload = {"type": "chat_message", "id": message_id, "thread_id": self.thread_id, "content": MESSAGE}
-        tabs[sender].start(exchanges[sender], payload)
+                tab.expect(exchanges[i])  # before the send: the other tabs' events may come first
+        tabs[sender].start(exchanges[sender], wire.chat_payload(message_id, self.thread_id, MESSAGE))
         for exchange in exchanges:
             exchange.wait(self.timeout)
-        self.report_fan_out(exchanges, sender)
+        self.judged(exchanges[sender])
+        if [tab.losses for tab in tabs] == losses:  # across a reconnect the times mean little: the ledgers judge
+            self.report_fan_out(exchanges, sender)
         self.sent += 1
+        reopen = (sender + 1) % len(tabs)
         if self.cfg["reopen_every"] and self.sent % self.cfg["reopen_every"] == 0 and len(tabs) > 1:
-            reopen = (sender + 1) % len(tabs)
+            if tabs[reopen].ledger.open:
+                return  # a reply still due there: reopening would leave it unjudged
             tabs[reopen].close()
             tabs[reopen] = self.connect()
 
@@ -193,7 +225,7 @@ class MultiTabUser(ChatUser):
                 where = "sending tab" if i == sender else "another tab"
                 self.report.failure(FANOUT_NAME, f"{where}: {exchange.problem or 'error event'}")
                 return
-        arrivals = [exchange.times["agent_completed"] for exchange in exchanges]
+        arrivals = [exchange.times[self.wire.final] for exchange in exchanges]
         self.report.success(FANOUT_NAME, (max(arrivals) - min(arrivals)) * 1000.0)
 
 
@@ -210,20 +242,24 @@ class UploadingUser(ChatUser):
         inbox = self.connections[0].inbox
         started = time.perf_counter()
         inbox.uploads_in_flight += 1
+        wire, upload = self.wire, self.wire.upload
         try:
             body = rest(
                 self.client,
-                "POST",
-                "/api/uploads",
-                "POST /api/uploads",
-                (202,),
-                files={"file": ("soak.bin", upload_payload(size), "application/octet-stream")},
+                upload.method,
+                upload.url(""),
+                upload.name,
+                UPLOAD_STATUSES,
+                wire=wire,
+                require=wire.api["upload_id"],
+                files={wire.api["file"]: ("soak.bin", upload_payload(size), "application/octet-stream")},
                 headers=self.session.headers,
             )
-            if isinstance(body, dict) and body.get("upload_id"):
-                exchange = Exchange(str(body["upload_id"]), UPLOAD_STEPS, UPLOAD_NAMES, self.report)
+            upload_id = wire.upload_id(body)
+            if upload_id is not None:
+                exchange = Exchange(str(upload_id), wire.upload_steps, wire.upload_names, self.report)
                 exchange.sent_at = started
-                exchange.expect_fields = {"size": size}
+                exchange.expect_fields = {wire.upload_size_key: size}
                 inbox.expect(exchange)
                 exchange.wait(self.timeout)
         finally:
@@ -260,7 +296,7 @@ class RateLimitedUser(ChatUser):
         if problem:
             return
         if refusals:
-            gevent.sleep(float(refusals[-1].error["retry_after"]) + RETRY_SLACK)
+            gevent.sleep(float(refusals[-1].error[self.wire.retry_after_key]) + RETRY_SLACK)
             self.keep_fresh()
             exchange = conn.chat(self.thread_id, MESSAGE, refusable=True)
             if not self.judge_single(exchange, "refused again after waiting retry_after"):
@@ -279,10 +315,11 @@ class RateLimitedUser(ChatUser):
         for exchange in accepted:
             exchange.wait(self.timeout)
 
-    def burst(self, conn: WsConnection, count: int, limit: int | None) -> tuple[list, list, str | None]:
+    def burst(self, conn: Tab, count: int, limit: int | None) -> tuple[list, list, str | None]:
         """Send ``count`` messages, each after the reply to the one before; ``limit`` None = paid, never refused."""
         accepted: list[Exchange] = []
         refusals: list[Exchange] = []
+        wire = self.wire
         for i in range(count):
             exchange = conn.chat(self.thread_id, MESSAGE, refusable=True)
             if not exchange.replied.wait(self.timeout) or exchange.replied_at is None:
@@ -293,16 +330,16 @@ class RateLimitedUser(ChatUser):
                 if limit is not None and i >= limit:
                     return accepted, refusals, "free tier accepted a message over its limit"
                 continue
-            code = str(exchange.error.get("code") or "?")[:40]
+            code = str(exchange.error.get(wire.code_key) or "?")[:40]
             if limit is None:
                 return accepted, refusals, f"paid tier refused ({code})"
-            if code != "RATE_LIMITED":
-                return accepted, refusals, f"error {code} instead of RATE_LIMITED"
+            if code != wire.rate_limited:
+                return accepted, refusals, f"error {code} instead of {wire.rate_limited}"
             if i < limit:
                 return accepted, refusals, "free tier refused below its limit"
-            retry_after = exchange.error.get("retry_after")
+            retry_after = exchange.error.get(wire.retry_after_key)
             if isinstance(retry_after, bool) or not isinstance(retry_after, int | float) or retry_after <= 0:
-                return accepted, refusals, "RATE_LIMITED without a positive retry_after"
+                return accepted, refusals, f"{wire.rate_limited} without a positive {wire.retry_after_key}"
             refusals.append(exchange)
         return accepted, refusals, None
 
@@ -319,9 +356,12 @@ class RateLimitedUser(ChatUser):
 
 
 class ReconnectingUser(ChatUser):
-    """Drops its connection mid-conversation every ``drop_every`` messages and resumes with ``last_event_id``.
+    """Loses its connection every ``drop_every`` messages, as a network failure would, and its tab recovers by itself:
+    alternately mid-reply (the rest comes with the resume from ``last_event_id``) and right after a send, before the
+    ack was read (the tab resends it with the same id; the server must answer it once).
 
-    The resumed exchange must complete with every event once: a lost or repeated event fails ``reconnect replay``.
+    The reply must still complete, each event once: ``reconnect replay`` times its end from the loss, and the tab's
+    ledger checks the delivery.
     """
 
     @task
@@ -329,55 +369,24 @@ class ReconnectingUser(ChatUser):
         if not self.ready():
             return
         self.sent += 1
-        conn = self.connections[0]
-        exchange = conn.chat(self.thread_id, MESSAGE)
+        tab = self.connections[0]
         drop_every = self.cfg["drop_every"]
         if not drop_every or self.sent % drop_every:
+            exchange = tab.chat(self.thread_id, MESSAGE)
             exchange.wait(self.timeout)
+            self.judged(exchange)
             return
-        if not exchange.wait_for("agent_started", self.timeout) or exchange.done.is_set():
-            exchange.wait(self.timeout)
-            return
-        conn.drop()  # the reader is stopped first: last_event_id is the last event handled
-        exchange.untime()  # the times from here on would include the reconnect
-        resumed = time.perf_counter()
-        new_conn = self.connect(conn.inbox.last_event_id, previous=conn)
-        self.connections[0] = new_conn
-        if not new_conn.open:
-            exchange.fail("reconnect refused before {step}")
-            self.report.failure(RECONNECT_NAME, "reconnect refused")
-            return
+        if (self.sent // drop_every) % 2:
+            exchange = tab.chat(self.thread_id, MESSAGE)
+            if not exchange.wait_for(self.wire.startup, self.timeout) or exchange.done.is_set():
+                exchange.wait(self.timeout)
+                self.judged(exchange)
+                return
+            tab.lose()
+        else:
+            exchange = tab.chat_unread(self.thread_id, MESSAGE)
+        lost_at = time.perf_counter()
         if exchange.wait(self.timeout):
-            self.report.success(RECONNECT_NAME, (exchange.times["agent_completed"] - resumed) * 1000.0)
+            self.report.success(RECONNECT_NAME, (exchange.times[self.wire.final] - lost_at) * 1000.0)
         else:
             self.report.failure(RECONNECT_NAME, exchange.problem or "error event")
-
-
-USER_CLASSES: dict[str, type[ChatUser]] = {
-    cls.__name__: cls for cls in (ChattingUser, MultiTabUser, UploadingUser, RateLimitedUser, ReconnectingUser)
-}
-
-
-def configure(environment: Any, settings: options.Settings, drop_unweighted: bool) -> None:
-    """Weights and think times from the scenario; with ``drop_unweighted`` classes of weight 0 never spawn.
-
-    A class named on Locust's command line (``locust -f chat.py MultiTabUser``) runs even where the scenario, or the
-    default scenario (ChattingUser only), gives it no weight: the command line is the more specific wish.
-    """
-    named = set(getattr(environment.parsed_options, "user_classes", None) or [])
-    for name, cls in USER_CLASSES.items():
-        table = settings.users.get(name)
-        cls.weight = table["weight"] if table else 0
-        if name in named:
-            cls.weight = max(cls.weight, 1)
-        cfg = table or options.USER_DEFAULTS
-        if cfg["wait_max"] > 0:
-            cls.wait_time = between(cfg["wait_min"], cfg["wait_max"])
-        else:
-            cls.wait_time = constant(0)
-    if drop_unweighted:
-        ours = set(USER_CLASSES.values())
-        kept = [cls for cls in environment.user_classes if cls not in ours or cls.weight > 0 or cls.fixed_count]
-        if not kept:
-            raise options.ScenarioFileError("no user class to run: every class has weight 0 in the scenario")
-        environment.user_classes[:] = kept

@@ -3,6 +3,8 @@
 Two greenlets reading one socket raise ConcurrentObjectUseError, so each connection has exactly one reader, which
 hands every event to the connection's Inbox (see exchange.py); sends come from the user's greenlet. The reader also
 answers server pings (websocket-client does that only while reading), so quiet users are not disconnected.
+Where the token goes (header, query, subprotocol, a first message), the message types and their fields come from the
+connection's Wire (the scenario's [protocol]; the contract by default).
 """
 
 from __future__ import annotations
@@ -13,26 +15,19 @@ import time
 from json.encoder import c_make_encoder, encode_basestring_ascii
 from json.scanner import make_scanner
 from typing import Any
+from urllib.parse import urlencode
 
 import gevent
 import websocket
 from websocket import ABNF, WebSocketBadStatusException, WebSocketException
 
-from locustfiles.exchange import (
-    CHAT_NAMES,
-    CHAT_STEPS,
-    EVENTS_NAME,
-    REFRESH_NAMES,
-    REFRESH_STEPS,
-    Exchange,
-    Inbox,
-    Reporter,
-    new_id,
-)
+from locustfiles.exchange import EVENTS_NAME, Exchange, Inbox, Reporter, new_id
+from locustfiles.wire import DEFAULT, Wire
 
 CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
 CONNECT_NAME = "WS connect"
+AUTH_REPLY_FRAMES = 16  # token = message: frames read while waiting for ws.auth_reply before giving up
 
 # json.loads/dumps build a decoder or an encoder per call (more than the rest of our handling of an event): these are
 # made once. The scanner parses one value from a str; anything it does not take whole (a BOM, UTF-16, whitespace
@@ -52,11 +47,14 @@ else:  # pragma: no cover - CPython without its _json accelerator
 class WsConnection:
     """One WebSocket with its reader greenlet. Sends come from the user's greenlet; the reader only reads."""
 
-    def __init__(self, url: str, token: str, report: Reporter, inbox: Inbox | None = None) -> None:
-        self.url = url
+    def __init__(
+        self, url: str, token: str, report: Reporter, inbox: Inbox | None = None, wire: Wire = DEFAULT
+    ) -> None:
+        self.url = url  # without the token: _open_socket puts it where the wire says
         self.token = token
         self.report = report
-        self.inbox = inbox or Inbox(report)
+        self.wire = wire
+        self.inbox = inbox or Inbox(report, wire)
         self.ws: websocket.WebSocket | None = None
         self.reader: gevent.Greenlet | None = None
         self.closing = False
@@ -68,28 +66,78 @@ class WsConnection:
 
     def connect(self) -> bool:
         """Open the socket (timed as WS connect) and start its reader; False (and a failure fired) if refused."""
+        if self._open_socket(CONNECT_TIMEOUT) is not None:
+            return False
+        self.reader = gevent.spawn(self._read)
+        return True
+
+    def _open_socket(self, timeout: float, name: str = CONNECT_NAME) -> str | None:
+        """The handshake, timed as ``name``: None once ``self.ws`` is open, else why not (a failure fired)."""
         started = time.perf_counter()
+        wire, token = self.wire, self.token
+        url = self.url
+        if wire.token_place == "query":
+            url += ("&" if "?" in url else "?") + urlencode({wire.ws["token_param"]: token})
         try:
             ws = websocket.create_connection(
-                self.url,
-                timeout=CONNECT_TIMEOUT,
-                header=[f"Authorization: Bearer {self.token}"],
+                url,
+                timeout=timeout,
                 skip_utf8_validation=True,  # pure-Python UTF-8 checks cost more than the rest of a receive
                 enable_multithread=True,  # the reader answers pings while the user greenlet sends
+                **wire.ws_handshake(token),
             )
         except WebSocketBadStatusException as exc:
             self.close_reason = "refused"
-            self.report.failure(CONNECT_NAME, f"handshake refused with HTTP {exc.status_code}", _ms_since(started))
-            return False
+            self.report.failure(name, f"handshake refused with HTTP {exc.status_code}", _ms_since(started))
+            return f"HTTP {exc.status_code}"
         except (OSError, WebSocketException) as exc:
             self.close_reason = "refused"
-            self.report.failure(CONNECT_NAME, f"cannot connect: {type(exc).__name__}", _ms_since(started))
-            return False
+            self.report.failure(name, f"cannot connect: {type(exc).__name__}", _ms_since(started))
+            return type(exc).__name__
+        try:
+            refused = self._authenticate(ws, timeout)
+        except (OSError, WebSocketException) as exc:
+            refused = f"token message unanswered: {type(exc).__name__}"
+        if refused:
+            self.close_reason = "refused"
+            self.report.failure(name, refused, _ms_since(started))
+            try:
+                ws.shutdown()
+            except (OSError, WebSocketException):
+                pass
+            return refused
         ws.settimeout(None)  # the connect timeout would otherwise end a quiet stream
         self.ws = ws
-        self.report.success(CONNECT_NAME, _ms_since(started))
-        self.reader = gevent.spawn(self._read)
-        return True
+        self.report.success(name, _ms_since(started))
+        return None
+
+    def _authenticate(self, ws: websocket.WebSocket, timeout: float) -> str | None:
+        """token = message: send the first message and, if the wire names one, wait for its acceptance (frames that
+        come before it go to the inbox). None when accepted; else why not (an error event, a close, silence)."""
+        wire = self.wire
+        first = wire.ws_auth_message(self.token)
+        if first is None:
+            return None
+        ws.send(_dumps(first))
+        accept = wire.ws["auth_reply"]
+        if not accept:
+            return None
+        ws.settimeout(timeout)
+        for _ in range(AUTH_REPLY_FRAMES):
+            opcode, data = ws.recv_data()
+            if opcode == ABNF.OPCODE_CLOSE:
+                code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
+                return f"token refused: closed with code {code}"
+            event = decode_event(data, self.report)
+            if event is None:
+                continue
+            etype = event.get(wire.type_key)
+            if etype == accept:
+                return None
+            if etype == wire.error:
+                return f"token refused: {wire.error} {str(event.get(wire.code_key) or '?')[:40]}"
+            self.inbox.handle(event, time.perf_counter())
+        return f"no {str(accept)[:40]} after the token message"
 
     def _read(self) -> None:
         ws, inbox, handle, scan, clock = self.ws, self.inbox, self.inbox.handle, _scan, time.perf_counter
@@ -146,15 +194,16 @@ class WsConnection:
 
     def chat(self, thread_id: Any, content: str, timed: bool = True, refusable: bool = False) -> Exchange:
         message_id = new_id()
-        exchange = Exchange(message_id, CHAT_STEPS, CHAT_NAMES, self.report, timed=timed, refusable=refusable)
-        payload = {"type": "chat_message", "id": message_id, "thread_id": thread_id, "content": content}
-        return self.start(exchange, payload)
+        wire = self.wire
+        exchange = Exchange(message_id, wire.chat_steps, wire.chat_names, self.report, timed=timed, refusable=refusable)
+        return self.start(exchange, wire.chat_payload(message_id, thread_id, content))
 
     def refresh_token(self, token: str, timeout: float) -> bool:
         """In-band refresh: the connection carries on with ``token``; True once the server confirmed it."""
         message_id = new_id()
-        exchange = Exchange(message_id, REFRESH_STEPS, REFRESH_NAMES, self.report)
-        self.start(exchange, {"type": "refresh_token", "id": message_id, "token": token})
+        wire = self.wire
+        exchange = Exchange(message_id, wire.refresh_steps, wire.refresh_names, self.report)
+        self.start(exchange, wire.refresh_payload(message_id, token))
         if exchange.wait(timeout):
             self.token = token
             return True
@@ -200,12 +249,28 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def ws_url(http_base: str, last_event_id: int | None = None) -> str:
-    """The backend's /ws URL from its HTTP base URL, resuming after ``last_event_id`` if given."""
-    base = http_base.rstrip("/")
-    if base.startswith("https://"):
-        base = "wss://" + base[len("https://") :]
-    elif base.startswith("http://"):
-        base = "ws://" + base[len("http://") :]
-    url = f"{base}/ws"
-    return url if last_event_id is None else f"{url}?last_event_id={last_event_id}"
+def decode_event(data: bytes, report: Reporter) -> dict | None:
+    """One text frame as an event; None (a ``ws event`` failure fired) if it is not a JSON object.
+
+    WsConnection._read has this inline (a call per event shows in bench_ws); keep the two the same.
+    """
+    try:
+        text = data.decode()
+        event, end = _scan(text, 0)
+        if end != len(text):
+            event = json.loads(data)
+    except (StopIteration, ValueError, RecursionError):
+        try:
+            event = json.loads(data)
+        except (ValueError, RecursionError):  # nested too deep is a bad event, not a dead reader
+            report.failure(EVENTS_NAME, "event is not JSON")
+            return None
+    if type(event) is not dict:
+        report.failure(EVENTS_NAME, "event is not a JSON object")
+        return None
+    return event
+
+
+def ws_url(http_base: str, last_event_id: int | None = None, wire: Wire = DEFAULT) -> str:
+    """The backend's WebSocket URL from its HTTP base URL, resuming after ``last_event_id`` if given."""
+    return wire.ws_url(http_base, last_event_id)

@@ -17,8 +17,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from runspec import folder
 from sampler.netstat import Snapshot, TcpTable
-from sampler.sources import Source, Tick, make_source
+from sampler.registry import make_source
+from sampler.sources import Source, Tick
 from sampler.spec import SourceSpecError, parse_services
 from sampler.writer import Row, SampleWriter, append_event
 
@@ -128,7 +130,7 @@ class Sampler:
         if any(spec.kind in ("pid", "port", "cmd") for specs in self.specs.values() for spec in specs):
             self._table = TcpTable()
             log.debug("sampler: TCP connections counted by %s", self._table.method)
-        self.writer = SampleWriter(self.out_dir / "samples.csv")
+        self.writer = SampleWriter(self.out_dir / folder.SAMPLES)
 
     def start(self) -> None:
         """Sample in a background thread until stop()."""
@@ -188,8 +190,8 @@ class Sampler:
         uss_due = self.uss_interval > 0 and mono >= self._next_uss
         if uss_due:
             self._next_uss = mono + self.uss_interval - self.interval / 2
-        tick = Tick(ts=time.time(), mono=mono, net=self._net_snapshot(mono), uss_due=uss_due)
         deadline = mono + min(self.interval * TICK_BUDGET, MAX_SOURCE_WAIT)
+        tick = Tick(ts=time.time(), mono=mono, net=self._net_snapshot(mono), uss_due=uss_due, deadline=deadline)
         asked = [worker for worker in self._workers if not worker.busy]
         for worker in self._workers:
             if worker.busy and not worker.slow_logged:
@@ -203,7 +205,7 @@ class Sampler:
         for worker in asked:
             worker.submit(tick)
         rows: list[Row] = []
-        events: list[tuple[str, str]] = []
+        events: list[tuple[str, str] | tuple[str, str, float]] = []
         for worker in asked:
             if not worker.done.wait(max(deadline - time.monotonic(), 0.0)):
                 continue
@@ -224,9 +226,9 @@ class Sampler:
             rows.extend((tick.ts, source.service, metric, float(value)) for metric, value in (result or {}).items())
         assert self.writer is not None
         self.writer.write(rows)
-        for event, detail in events:
-            append_event(self.out_dir, event, detail, ts=tick.ts)
-            if event == "service_down":
+        for event, detail, *when in events:  # a source may date an event itself (an OOM kill between two ticks)
+            append_event(self.out_dir, event, detail, ts=when[0] if when else tick.ts)
+            if event == folder.SERVICE_DOWN:
                 self._forget(detail.split(":", 1)[0])
         self._remember(rows)
         self.ticks += 1
@@ -246,7 +248,11 @@ class Sampler:
         self._net_failing = False
         return snapshot
 
-    # -- live values for a UI ---------------------------------------------------------------------------------
+    # -- live values for a UI and for the runner's health watch --------------------------------------------------
+    def down_since(self) -> dict[str, float]:
+        """{service: unix time it was first found down} for each health-checked service that is down now."""
+        return {source.service: source.down_since for source in self.sources if source.down_since is not None}
+
     def _remember(self, rows: list[Row]) -> None:
         with self._latest_lock:
             for ts, service, metric, value in rows:

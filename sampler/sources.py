@@ -1,7 +1,9 @@
-"""What every source shares: the per-tick context, the base class, and the factory from a parsed spec."""
+"""What every source shares: the per-tick context and the base class. Which class reads which spec kind is in
+registry.py, so the source modules import this one and nothing here imports them."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ class Tick:
     mono: float  # time.monotonic() at the start of the tick, for rates
     net: Snapshot | None
     uss_due: bool = False
+    deadline: float = math.inf  # time.monotonic() after which the tick no longer waits for a source's answer
     _parents: dict[int, int] | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -38,13 +41,16 @@ class Source:
     """Reads one service's metrics from one place. ``read`` returns {metric: value}; {} while the service is down.
 
     ``read`` may raise: the sampler logs the failure once and keeps ticking. Events (``service_restart``, ...)
-    go to ``self.events`` as (event, detail) and are written by the sampler with the tick's timestamp.
+    go to ``self.events`` as (event, detail) and are written by the sampler with the tick's timestamp, or as
+    (event, detail, unix time) when the source knows better when it happened.
+    ``down_since``: unix time since which a health source has found its service down; None while it is up.
     """
 
     def __init__(self, service: str, spec: SourceSpec) -> None:
         self.service = service
         self.spec = spec
-        self.events: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str] | tuple[str, str, float]] = []
+        self.down_since: float | None = None
 
     def read(self, tick: Tick) -> dict[str, float]:
         raise NotImplementedError
@@ -58,28 +64,3 @@ class Source:
 
     def __repr__(self) -> str:
         return f"{self.service} {self.spec.text}"
-
-
-def make_source(service: str, spec: SourceSpec) -> Source:
-    # Imported here so a run that samples no Redis never imports redis, and so on.
-    if spec.kind in ("pid", "port", "cmd"):
-        from sampler.process import ProcessSource
-
-        return ProcessSource(service, spec)
-    if spec.kind == "docker":
-        from sampler.dockerstats import DockerSource
-
-        return DockerSource(service, spec)
-    if spec.kind == "prometheus":
-        from sampler.prometheus import PrometheusSource
-
-        return PrometheusSource(service, spec)
-    if spec.kind == "redis":
-        from sampler.redisinfo import RedisSource
-
-        return RedisSource(service, spec)
-    if spec.kind == "postgres":
-        from sampler.postgres import PostgresSource
-
-        return PostgresSource(service, spec)
-    raise AssertionError(spec.kind)

@@ -1,17 +1,25 @@
 """Source specs: the one-line strings that say where a service's readings come from.
 
-``pid:1234``, ``pid:self``, ``port:8001``, ``cmd:REGEX``, ``docker:NAME_OR_ID``, ``prometheus:URL[#mapping]``,
-``redis:URL``, ``postgres:URL[#all]``. A mistake raises SourceSpecError with a one-line message that names the spec.
+``pid:1234``, ``pid:self``, ``port:8001``, ``cmd:REGEX``, ``docker:NAME_OR_ID`` (alone, or beside one of the three
+before it), ``prometheus:URL[#mapping]``, ``redis:URL``, ``postgres:URL[#all]``, ``health:URL`` (GET, 200 = up),
+``tcp:HOST:PORT`` (a connect = up).
+A mistake raises SourceSpecError with a one-line message that names the spec.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 
-KINDS = ("pid", "port", "cmd", "docker", "prometheus", "redis", "postgres")
-# One service gets at most one of these: each writes the process metrics (mem_*, cpu_percent, ...).
+KINDS = ("pid", "port", "cmd", "docker", "prometheus", "redis", "postgres", "health", "tcp")
+# One service gets at most one of these: each writes the process metrics (mem_*, cpu_percent, ...). A docker source
+# may sit beside one of the others (the container and the process inside it): it then writes only what the container
+# alone knows (its working set, its OOM kills), so no metric is written twice.
 PROCESS_KINDS = ("pid", "port", "cmd", "docker")
+# ... and at most one of these: each writes health_up and health_latency_ms.
+HEALTH_KINDS = ("health", "tcp")
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:]*$")
 # their_name, their_name{label="value",...}, either optionally followed by =our_name
@@ -39,6 +47,7 @@ class SourceSpec:
     text: str  # the spec as written, for messages
     selectors: tuple[PromSelector, ...] = field(default=())  # prometheus only; empty = the default gauges
     all_databases: bool = False  # postgres only
+    beside_process: bool = False  # docker only: the service also has a pid/port/cmd source (set by parse_services)
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -83,12 +92,35 @@ def parse_source(text: str) -> SourceSpec:
         if not re.match(r"^(rediss?|unix)://", target):
             raise bad("expected a redis://, rediss:// or unix:// URL")
         return SourceSpec(kind, target, text)
+    if kind == "health":
+        if not re.match(r"^https?://[^/\s]+", target) or any(ch.isspace() for ch in target):
+            raise bad("expected an http:// or https:// URL of a health page, e.g. health:http://127.0.0.1:8001/health")
+        try:
+            urllib.parse.urlsplit(target).port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        return SourceSpec(kind, target, text)
+    if kind == "tcp":
+        host, port = split_host_port(target)
+        if not host or any(ch.isspace() for ch in host):
+            raise bad("expected HOST:PORT, e.g. tcp:127.0.0.1:6379")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad("expected a TCP port between 1 and 65535 after the host")
+        return SourceSpec(kind, target, text)
     url, _, fragment = target.partition("#")
     if not re.match(r"^postgres(ql)?(\+\w+)?://", url):
         raise bad("expected a postgresql:// URL")
     if fragment not in ("", "all"):
         raise bad(f"unknown option '#{fragment}' (known: '#all' counts connections to every database)")
     return SourceSpec(kind, url, text, all_databases=fragment == "all")
+
+
+def split_host_port(target: str) -> tuple[str, str]:
+    """``127.0.0.1:6379`` -> ("127.0.0.1", "6379"); ``[::1]:6379`` -> ("::1", "6379")."""
+    host, _, port = target.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host.strip(), port.strip()
 
 
 def _parse_mapping(fragment: str, bad) -> tuple[PromSelector, ...]:
@@ -143,14 +175,20 @@ def parse_services(services: dict[str, str | list[str] | tuple[str, ...]]) -> di
                 parsed.append(parse_source(text))
             except SourceSpecError as exc:
                 raise SourceSpecError(f"service {service!r}: {exc}") from None
-        process_like = [spec.text for spec in parsed if spec.kind in PROCESS_KINDS]
-        if len(process_like) > 1:
-            raise SourceSpecError(
-                f"service {service!r}: {' and '.join(process_like)} would both write its process metrics; keep one"
-            )
+        for group in ([k for k in PROCESS_KINDS if k != "docker"], ["docker"]):
+            process_like = [spec.text for spec in parsed if spec.kind in group]
+            if len(process_like) > 1:
+                raise SourceSpecError(
+                    f"service {service!r}: {' and '.join(process_like)} would both write its process metrics; keep one"
+                )
+        if {"docker"} < {spec.kind for spec in parsed if spec.kind in PROCESS_KINDS}:
+            parsed = [dataclasses.replace(s, beside_process=True) if s.kind == "docker" else s for s in parsed]
         for kind in ("redis", "postgres"):
             if sum(spec.kind == kind for spec in parsed) > 1:
                 raise SourceSpecError(f"service {service!r}: more than one {kind} source; give each its own service")
+        health = [spec.text for spec in parsed if spec.kind in HEALTH_KINDS]
+        if len(health) > 1:
+            raise SourceSpecError(f"service {service!r}: {' and '.join(health)} would both write its health; keep one")
         out[service] = parsed
     if not out:
         raise SourceSpecError("no services to sample")

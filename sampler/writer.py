@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-SAMPLES_HEADER = "ts,service,metric,value\n"
-EVENTS_HEADER = "ts,event,detail\n"
+from runspec import folder
+
 FSYNC_EVERY = 60.0  # seconds; kill -9 needs no fsync, a power cut on hour 23 of a soak does
 
 Row = tuple[float, str, str, float]
@@ -70,7 +70,7 @@ class SampleWriter:
         if alone:
             _repair_tail(self._fd)
             if os.fstat(self._fd).st_size == 0:
-                os.write(self._fd, SAMPLES_HEADER.encode())
+                os.write(self._fd, folder.SAMPLES_HEADER.encode())
         fcntl.flock(self._fd, fcntl.LOCK_SH)
         self._last_sync = time.monotonic()
         self.rows_written = 0
@@ -111,11 +111,11 @@ def append_event(run_dir: str | Path, event: str, detail: str = "", ts: float | 
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "events.csv"
+    path = run_dir / folder.EVENTS
     line = f"{time.time() if ts is None else ts:.3f},{_csv_field(event)},{_csv_field(detail)}\n".encode()
     if not path.exists():
         tmp = run_dir / f".events.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.write_bytes(EVENTS_HEADER.encode() + line)
+        tmp.write_bytes(folder.EVENTS_HEADER.encode() + line)
         try:
             os.link(tmp, path)
             return

@@ -16,6 +16,7 @@ COMMANDS = {
     "sample": "sample services into samples.csv until stopped",
     "sut": "start the embedded chat platform (auth, backend, agent)",
     "ui": "the Locust web UI with the sampler and a live service tab",
+    "probe": "walk the contract against a target (--host) step by step, naming the [protocol] key that fixes a failure",
 }
 MODULES = {"report": "analyze"}  # commands that share a module
 

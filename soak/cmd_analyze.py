@@ -1,7 +1,9 @@
 """`soak analyze RUN_DIR [--baseline RUN_DIR]` and `soak report RUN_DIR [--baseline RUN_DIR]`.
 
-analyze writes verdict.json and junit.xml, prints one line per failed check and the overall line, and exits 0 (all
-passed), 1 (a check failed) or 2 (bad input). report also writes report.html and exits 0 once it is written.
+analyze judges the run once, writes verdict.json and junit.xml, prints one line per failed check and the overall
+line, and exits with the run's status: 0 passed, 1 failed, 3 incomplete, 4 invalid (2: bad input). report does the
+same judging once, writes report.html too, prints the overall line and the report's path, and exits the same way
+(a CI step that only writes the report still goes red on a night that went wrong).
 """
 
 from __future__ import annotations
@@ -25,29 +27,28 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from analysis import RunFolderError, analyze_run, exit_code, summary_lines
+    from analysis import RunFolderError, analyze_and_write, exit_code, summary_lines
 
     try:
-        verdict = analyze_run(args.run_dir, baseline=args.baseline)
+        analysis = analyze_and_write(args.run_dir, baseline=args.baseline, report=False)
     except RunFolderError as exc:
         raise UsageError(str(exc)) from None
-    for line in summary_lines(verdict):
+    for line in summary_lines(analysis):
         print(line)
-    return exit_code(verdict)
+    return exit_code(analysis)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    import json
-
-    from analysis import RunFolderError, write_report
+    from analysis import RunFolderError, analyze_and_write, exit_code, summary_lines
+    from runspec import folder
 
     try:
-        path = write_report(args.run_dir, baseline=args.baseline)
+        analysis = analyze_and_write(args.run_dir, baseline=args.baseline)
     except RunFolderError as exc:
         raise UsageError(str(exc)) from None
-    verdict = json.loads((path.parent / "verdict.json").read_text(encoding="utf-8"))
-    print(f"{'PASSED' if verdict['passed'] else 'FAILED'}: report written to {path}")
-    return 0
+    print(summary_lines(analysis)[-1])
+    print(f"report written to {analysis.run.path / folder.REPORT}")
+    return exit_code(analysis)
 
 
 add_arguments = add_analyze_arguments

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from runspec import ScenarioError, load_scenario
 from soak.cli import UsageError
-from soak.scenario import ScenarioError, load_scenario
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

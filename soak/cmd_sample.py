@@ -2,8 +2,10 @@
 
     soak sample --service backend=port:8001 --service auth=pid:1234 --interval 1s --out reports/manual
     soak sample --service backend=port:8001 --service backend=prometheus:http://127.0.0.1:8001/metrics ...
+    soak sample --service backend=health:http://127.0.0.1:8001/health --service redis=tcp:127.0.0.1:6379 ...
 
-A service named more than once gets all its sources. Each tick's rows reach the file in one write, so a sampler
+A service named more than once gets all its sources. A folder that holds a finished run (its verdict.json) is
+refused unless --append says to add to it. Each tick's rows reach the file in one write, so a sampler
 killed at any moment (even kill -9) leaves samples.csv whole up to its last tick.
 """
 
@@ -15,9 +17,10 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
+from runspec import folder, parse_duration
 from soak.cli import UsageError
-from soak.scenario import parse_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,12 +30,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=SPEC",
         help="a service and where to read it: pid:N, pid:self, port:N, cmd:REGEX, docker:NAME, prometheus:URL[#map], "
-        "redis:URL, postgres:URL[#all]; repeat for more services or more sources of one service",
+        "redis:URL, postgres:URL[#all], health:URL, tcp:HOST:PORT; repeat for more services or more sources of one "
+        "service",
     )
     parser.add_argument("--interval", default="1s", help="time between ticks (default 1s)")
     parser.add_argument("--uss-interval", default="0", help="time between USS reads, costly (default 0 = off)")
     parser.add_argument("--duration", default="0", help="stop after this long (default 0 = until Ctrl-C or SIGTERM)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder: samples.csv and events.csv go here")
+    parser.add_argument(
+        "--append", action="store_true", help="add to a folder that already holds a finished run (its verdict.json)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
 
 
@@ -56,6 +63,17 @@ def parse_service_args(items: list[str]) -> dict[str, list[str]]:
     return services
 
 
+def check_out(out: str, append: bool) -> None:
+    """--out must be a folder (new or existing), and not a finished run unless ``append``."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out!r}: is a file, not a folder")
+    if (path / folder.VERDICT).exists() and not append:
+        raise UsageError(
+            f"--out {out!r}: holds a finished run ({folder.VERDICT}); give a new folder, or --append to add to it"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from sampler import Sampler, SourceSpecError
 
@@ -65,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--interval {args.interval!r}: must be above 0")
     uss_interval = _duration("--uss-interval", args.uss_interval)
     duration = _duration("--duration", args.duration)
+    check_out(args.out, args.append)
     try:
         sampler = Sampler(services, args.out, interval=interval, uss_interval=uss_interval)
     except SourceSpecError as exc:
@@ -81,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     sampler.start()
     if not args.quiet:
         print(
-            f"soak sample: {len(services)} service(s) every {interval:g} s into {sampler.out_dir / 'samples.csv'}"
+            f"soak sample: {len(services)} service(s) every {interval:g} s into {sampler.out_dir / folder.SAMPLES}"
             f"{f' for {duration:g} s' if duration else '; Ctrl-C to stop'}",
             file=sys.stderr,
         )

@@ -10,16 +10,14 @@ import argparse
 import signal
 import sys
 import threading
-from dataclasses import asdict, fields
-from typing import Any
 
+from runspec.scenario import SUT_SCHEMA, ScenarioError, load_scenario, sut_value
 from soak.cli import UsageError
-from soak.scenario import ScenarioError, load_scenario, parse_duration
-from sut.config import HELP, SERVICES
+from sut.config import SERVICES, add_flags, flag_name
+from sut.containers import check_runtime
 from sut.launcher import SutConfig, SutError, start_sut
 
 WATCH_INTERVAL = 0.5
-DURATION_KEYS = ("access_token_ttl", "rate_window", "agent_step", "rest_latency", "agent_latency")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,51 +27,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}-port", type=int, default=None, metavar="PORT", help=f"{name} port (0 = free)")
     parser.add_argument("--log-dir", metavar="DIR", help="write sut-<service>.log files here (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for health (default 60)")
+    parser.add_argument(
+        "--docker",
+        action="store_true",
+        help="each service in a container of the Docker engine DOCKER_HOST names (same as --runtime docker)",
+    )
     group = parser.add_argument_group("[sut] scenario keys (defaults as in a scenario)")
-    defaults = SutConfig()
-    for field in fields(SutConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        if isinstance(default, bool):
-            help_text = f"{HELP[field.name]} (default: off)"
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            metavar = "SECONDS" if field.name in DURATION_KEYS else ("URL" if isinstance(default, str) else "N")
-            extra = "; 'env' = from $" + field.name.upper() if isinstance(default, str) else ""
-            help_text = f"{HELP[field.name]} (default: {default!r}{extra})"
-            group.add_argument(flag, default=None, metavar=metavar, help=help_text)
-
-
-def _value(name: str, raw: Any, default: Any) -> Any:
-    flag = "--" + name.replace("_", "-")
-    if isinstance(default, bool) or isinstance(default, str):
-        return raw
-    if name in DURATION_KEYS:
-        try:
-            return parse_duration(raw)
-        except ValueError as exc:
-            raise UsageError(f"{flag}: {exc}") from None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"{flag}: expected a whole number, got {raw!r}") from None
-    if value < 0:
-        raise UsageError(f"{flag}: must be >= 0, got {raw!r}")
-    return value
+    add_flags(group, names=list(SUT_SCHEMA))
 
 
 def config_from_args(args: argparse.Namespace) -> SutConfig:
-    values = asdict(SutConfig())
-    if args.scenario:
-        try:
-            values.update(load_scenario(args.scenario)["sut"])
-        except ScenarioError as exc:
-            raise UsageError(str(exc)) from None
-    for name, default in asdict(SutConfig()).items():
-        raw = getattr(args, name)
-        if raw is not None:
-            values[name] = _value(name, raw, default)
-    return SutConfig(**values)
+    """The scenario's [sut] table (or the defaults), then every flag given, each checked by the schema."""
+    try:
+        values = load_scenario(args.scenario)["sut"] if args.scenario else {}
+        for name in SUT_SCHEMA:
+            raw = getattr(args, name)
+            if raw is not None:
+                values[name] = sut_value(name, raw, flag_name(name))
+        if args.docker:
+            values["runtime"] = "docker"
+        config = SutConfig(**values)
+        check_runtime(config)
+    except (ScenarioError, SutError) as exc:
+        raise UsageError(str(exc)) from None
+    return config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,14 +67,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"soak sut: error: {exc}", file=sys.stderr)
             return 1
         with sut:
+            sut.on_event = lambda name, what, detail: print(
+                f"soak sut: {name} {what}: {detail}", file=sys.stderr, flush=True
+            )
             for name in SERVICES:
                 print(f"{name:8} {sut.urls[name]}  pid {sut.pids[name]}", flush=True)
+            for line in sut.describe():  # the containers, with --docker
+                print(line, flush=True)
             storage = config.database_url or "sqlite (temporary)"
             limits = "redis" if sut.settings.redis_url else "in-memory"
             print(f"storage: {storage.split('@')[-1]}; rate limits and agent bus: {limits}; logs: {sut.log_dir}")
             print("healthy; Ctrl-C or SIGTERM stops all three", flush=True)
             while not stop.wait(WATCH_INTERVAL):
-                dead = [name for name, alive in sut.alive().items() if not alive]
+                dead = sut.watch()  # with --supervise: only what the supervisor gave up on
                 if dead:
                     name = dead[0]
                     code = sut.processes[name].returncode

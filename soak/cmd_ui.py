@@ -23,10 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from soak import runner
+    from soak import runner, uirun
 
     options = runner.RunOptions(scenario=scenario_from_args(args), out=args.out, processes=args.processes)
     try:
-        return runner.UiRun(options, args.web_host, args.web_port).execute()
+        return uirun.UiRun(options, args.web_host, args.web_port).execute()
     except runner.RunError as exc:
         raise UsageError(str(exc)) from None

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import leak_slope
+from runspec.units import MB
 from sampler.trend import Trend
 
 HISTORY_TAIL_BYTES = 256 * 1024  # enough for the last second's rows of a few hundred request names
@@ -69,11 +70,13 @@ def memory_slopes(trend: Trend, metric: str = MEMORY_METRIC) -> dict[str, float]
         ts, values = np.array(points).T
         slope, _, _ = leak_slope(ts, values)
         if math.isfinite(slope):  # too few distinct points (or a flat start) gives no slope yet
-            out[service] = slope / 1e6
+            out[service] = slope / MB
     return out
 
 
-def progress_line(elapsed: float, total: float, history: dict[str, dict[str, str]], slopes: dict[str, float]) -> str:
+def progress_line(
+    elapsed: float, total: float, history: dict[str, dict[str, str]], slopes: dict[str, float], early: str = ""
+) -> str:
     parts = [f"[{format_duration(elapsed)} / {format_duration(total)}, {format_duration(total - elapsed)} left]"]
     aggregated = history.get("Aggregated", {})
     users = _number(aggregated.get("User Count"))
@@ -94,4 +97,6 @@ def progress_line(elapsed: float, total: float, history: dict[str, dict[str, str
         parts.append("p95 ms: " + " ".join(shown))
     if slopes:
         parts.append("MB/h: " + " ".join(f"{svc} {slope:+.1f}" for svc, slope in sorted(slopes.items())))
+    if early:
+        parts.append(early)
     return " | ".join(parts)

@@ -1,10 +1,15 @@
-"""One run, from scenario to report: start the sut (if embedded), the sampler and Locust on one clock, write the
-phase events, drain, stop everything, analyse and report. A Ctrl-C or SIGTERM still ends in an analysed folder
-marked as interrupted; a ``kill -9`` leaves a folder that ``soak analyze`` can read (everything is flushed as it goes).
+"""One run, from scenario to report: check the target, start the sut (if embedded), the sampler and Locust on one
+clock, drive the phases, watch every service's health, drain, stop everything, analyse and report.
+
+A night that goes wrong never reads green: a Ctrl-C or SIGTERM, a service down for longer than ``health.down_max``
+(the load is stopped early) or a load generator that dies all leave an event in ``events.csv`` that the analysis turns
+into status ``incomplete`` and a non-zero exit code; a ``kill -9`` leaves a folder without ``load_stop`` /
+``drain_end``, which the analysis reads the same way.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -14,27 +19,29 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runspec import FAULT_SWITCHES, folder
+from runspec.units import LOAD_GENERATOR
 from sampler import Sampler, append_event
+from sampler.health import wait_healthy
+from sampler.phases import Phases
 from sampler.trend import Trend
-from soak import progress
+from soak import netcut, progress
+from soak.early import EarlyWatch
+from soak.embedded import EmbeddedSut
+from soak.faults import FaultSchedule
+from soak.locustcmd import LocustCommand, worker_argv
+from soak.prepare import RunError, die_with_parent, new_run_dir, validate_target, version
 from soak.scenario import write_resolved
+from soak.target import ExternalTarget, health_checks
 
-ROOT = Path(__file__).resolve().parent.parent
-RUN_ROOT = ROOT / "reports"
-LOCUSTFILE = ROOT / "locustfiles" / "shaped.py"  # users + the scenario's load shape
-UI_LOCUSTFILE = ROOT / "locustfiles" / "chat.py"  # users only: the web UI's form sets users and spawn rate
 BASELINE_TICKS = 3  # idle samples before load starts: the level the drain check compares against
 LOCUST_GRACE = 60.0  # seconds past duration + stop timeout before the runner stops Locust itself
 LOCUST_STOP_WAIT = 30.0  # after SIGINT, how long Locust may take to write its report before SIGKILL
+LOCUST_NORMAL_EXITS = (0, 1)  # 1: Locust's own "some requests failed"; anything else is the load generator lost
 POLL = 0.5
-
-
-class RunError(Exception):
-    """The run could not start (bad target, sut never healthy, folder in use): one line, exit code 2."""
 
 
 @dataclass
@@ -48,79 +55,49 @@ class RunOptions:
     baseline: Path | None = None
 
 
-def new_run_dir(name: str, out: Path | None) -> Path:
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = RUN_ROOT / f"{stamp}-{name}"
-    if out.exists() and any(out.iterdir()):
-        raise RunError(f"{out}: run folder exists and is not empty; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _libpq_url(sqlalchemy_url: str) -> str:
-    scheme, sep, rest = sqlalchemy_url.partition("://")
-    return f"{scheme.split('+')[0]}{sep}{rest}"
-
-
-def embedded_services(sut: Any, config: Any) -> dict[str, list[str]]:
-    """Sampler sources for the embedded sut: each service by its port (found again after a restart) and its
-    /metrics, plus Redis and Postgres when the sut uses the real servers."""
-    services = {name: [f"port:{sut.ports[name]}", f"prometheus:{sut.urls[name]}/metrics"] for name in sorted(sut.urls)}
-    redis_url = _env_or(config.redis_url, "REDIS_URL")
-    database_url = _env_or(config.database_url, "DATABASE_URL")
-    if redis_url:
-        services["redis"] = [f"redis:{redis_url}"]
-    if database_url and database_url.startswith("postgresql"):
-        services["postgres"] = [f"postgres:{_libpq_url(database_url)}"]
-    return services
-
-
-def die_with_parent() -> None:
-    """preexec_fn for child processes: the kernel sends SIGTERM to the child if the runner dies, even by kill -9,
-    so no sut or Locust process outlives it (Linux only; elsewhere a no-op)."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
-def _env_or(value: str, variable: str) -> str:
-    return os.environ.get(variable, "") if value == "env" else value
-
-
 class Run:
     def __init__(self, options: RunOptions) -> None:
         self.options = options
         self.scenario = options.scenario
+        validate_target(self.scenario)
+        if not self.scenario["target"]["host"]:
+            _check_runtime(self.scenario["sut"])  # a memory limit without containers: refused before anything exists
+        netcut.cleanup_stale()  # rules left by a runner that was killed with -9
+        self.external = self._preflight()  # an external target must be healthy before a folder or process exists
         self.dir = new_run_dir(self.scenario["name"], options.out)
         self.interrupted = False
         self.signals = 0
-        self.sut: Any = None
+        self.sut: EmbeddedSut | None = None
+        self.actions: EmbeddedSut | ExternalTarget | None = None
+        self.faults: FaultSchedule | None = None
         self.samplers: list[Sampler] = []
+        self.health: Sampler | None = None
         self.locust: subprocess.Popen | None = None
+        self.stop_asked: float | None = None  # when the runner sent Locust its SIGINT
         self.trend = Trend()
+        phases = self.scenario["phases"]
+        self.phases = Phases(self.dir, warmup=phases["warmup"], drain=phases["drain"])
+        self.stopped_early = ""
+        self.early: EarlyWatch | None = None
+        self.decided = ""  # a leak the early verdict confirmed, with leaks.stop_on_confirmed: the load ends on it
 
     # --- signals -------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals += 1
         if not self.interrupted:
             self.interrupted = True
-            append_event(self.dir, "interrupted", signal.Signals(signum).name)
-            self.say(f"{signal.Signals(signum).name}: stopping the load; the run will still be analysed")
+            append_event(self.dir, folder.INTERRUPTED, signal.Signals(signum).name)
+            self.say(
+                f"{signal.Signals(signum).name}: stopping the load; the run will be analysed and marked incomplete"
+            )
+        self._stop_locust(kill=self.signals > 1)
+
+    def _stop_locust(self, kill: bool = False) -> None:
         if self.locust and self.locust.poll() is None:
             # SIGINT, not SIGTERM: Locust writes its HTML report only on a normal end or Ctrl-C.
-            self.locust.send_signal(signal.SIGINT if self.signals == 1 else signal.SIGKILL)
+            self.locust.send_signal(signal.SIGKILL if kill else signal.SIGINT)
+            if self.stop_asked is None:  # a Locust that does not stop (a user stuck in on_stop) must not hold the night
+                self.stop_asked = time.time()
 
     def say(self, line: str) -> None:
         print(line, flush=True)
@@ -130,9 +107,9 @@ class Run:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.say(f"run folder: {self.dir}")
-            host, auth_host, services = self._start_target()
+            host, auth_host, services, checks = self._start_target()
             self._write_scenario(host, auth_host, services)
-            self._start_sampler(services)
+            self._start_sampler(services, checks)
             self._load(host, auth_host)
             self._drain()
         finally:
@@ -141,24 +118,62 @@ class Run:
                 signal.signal(sig, handler)
         return self._analyse()
 
-    def _start_target(self) -> tuple[str, str, dict[str, list[str]]]:
-        target = self.scenario["target"]
-        if target["host"]:
-            return target["host"], target["auth_host"] or target["host"], dict(target["services"])
-        from sut.launcher import SutConfig, SutError, start_sut
+    def _start_target(self) -> tuple[str, str, dict[str, list[str]], dict[str, str]]:
+        if self.external is not None:
+            host, auth_host, services, _checks = self.external
+            self.actions = ExternalTarget(host, auth_host, services)
+            return self.external
+        from sut.launcher import SutError
 
-        config = SutConfig(**self.scenario["sut"])
         self.say("starting the embedded sut (auth, backend, agent) ...")
+        self.sut = self.actions = EmbeddedSut(self.scenario, self.dir)
         try:
-            self.sut = start_sut(config, host="127.0.0.1", log_dir=self.dir)
+            self.sut.start(timeout=self.scenario["health"]["start_timeout"])
         except SutError as exc:
             raise RunError(str(exc)) from None
         for name in sorted(self.sut.urls):
             self.say(f"  {name:8s} {self.sut.urls[name]}  pid {self.sut.pids[name]}")
+        for line in self.sut.describe():  # the containers, with [sut] runtime = "docker"
+            self.say(f"  {line}")
         for key, value in self.scenario["sut"].items():
-            if (key.startswith("leak_") or key in ("cross_talk", "rest_latency", "agent_latency")) and value:
-                append_event(self.dir, "fault", f"{key}={value}")
-        return self.sut.urls["backend"], self.sut.urls["auth"], embedded_services(self.sut, config)
+            if key in FAULT_SWITCHES and value:
+                append_event(self.dir, folder.FAULT, f"{key}={value}")
+        services, checks = self.sut.sources(), self.sut.health_checks()
+        users = self.sut.user_urls
+        for name, url in sorted(users.items()):
+            if url != self.sut.urls[name]:
+                self.say(f"  {name:8s} users go through a proxy at {url} (for a slow fault)")
+        return users["backend"], users["auth"], services, checks
+
+    def _preflight(self) -> tuple[str, str, dict[str, list[str]], dict[str, str]] | None:
+        target = self.scenario["target"]
+        if not target["host"]:
+            return None
+        host, auth_host = target["host"], target["auth_host"] or target["host"]
+        services = dict(target["services"])
+        checks = health_checks(host, auth_host, services, self.scenario["protocol"]["health"])
+        self._wait_healthy(checks)
+        self._probe(host, auth_host)
+        return host, auth_host, services, checks
+
+    def _probe(self, host: str, auth_host: str) -> None:
+        """The contract walked once before any load: a night is never spent on a first-step error."""
+        from soak.probe import preflight
+
+        self.say("probing the target's protocol (soak probe) ...")
+        problems = preflight(self.scenario, host, auth_host)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise RunError(f"{problems[0]}{more}; no load was sent (soak probe shows every step)")
+
+    def _wait_healthy(self, checks: dict[str, str]) -> None:
+        timeout = self.scenario["health"]["start_timeout"]
+        self.say(f"waiting up to {progress.format_duration(timeout)} for {', '.join(sorted(checks))} to be healthy")
+        failing = wait_healthy(checks, timeout)
+        if failing:
+            name = sorted(failing)[0]
+            spec = checks[name].partition(":")[2]
+            raise RunError(f"{name} at {spec} not healthy after {timeout:.0f} s: {failing[name]}; no load was sent")
 
     def _write_scenario(self, host: str, auth_host: str, services: dict[str, list[str]]) -> None:
         resolved = dict(self.scenario)
@@ -169,97 +184,151 @@ class Run:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "cpus": os.cpu_count() or 0,
-            "versions": {pkg: _version(pkg) for pkg in ("chat-soak", "locust", "gevent", "pandas")},
+            "versions": {pkg: version(pkg) for pkg in ("chat-soak", "locust", "gevent", "pandas")},
             "embedded_sut": self.sut is not None,
             "host": host,
             "auth_host": auth_host,
             "command": " ".join(sys.argv),
         }
         self.scenario = resolved
-        write_resolved(resolved, self.dir / "scenario.toml")
+        write_resolved(resolved, self.dir / folder.SCENARIO)
+        placement = self.sut.placement() if self.sut is not None else _external_placement(services)
+        (self.dir / folder.RUNTIME).write_text(json.dumps(placement, indent=1) + "\n", encoding="utf-8")
 
-    def _start_sampler(self, services: dict[str, list[str]]) -> None:
+    def _start_sampler(self, services: dict[str, list[str]], checks: dict[str, str]) -> None:
         sampling = self.scenario["sampler"]
         if services:
             sampler = Sampler(services, self.dir, interval=sampling["interval"], uss_interval=sampling["uss_interval"])
             sampler.start()
             self.samplers.append(sampler)
+        if checks:
+            interval = self.scenario["health"]["interval"]
+            self.health = Sampler({name: [spec] for name, spec in checks.items()}, self.dir, interval=interval)
+            self.health.start()
+            self.samplers.append(self.health)
         self._sleep(BASELINE_TICKS * sampling["interval"])
 
-    def _locust_command(self, host: str, auth_host: str, locustfile: Path = LOCUSTFILE) -> list[str]:
-        run, locust = self.dir, self.scenario["locust"]
-        command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless"]
-        command += ["--host", host, "--auth-host", auth_host, "--soak-scenario", str(run / "scenario.toml")]
-        command += ["--soak-run-dir", str(run), "--soak-sampler", "off", "--csv", str(run / "locust")]
-        command += ["--csv-full-history", "--html", str(run / "locust_report.html")]
-        command += ["--stop-timeout", str(int(locust["stop_timeout"])), "--only-summary"]
-        processes = self.options.processes if self.options.processes is not None else locust["processes"]
-        if self.options.master:
-            command += ["--master", "--expect-workers", str(self.options.expect_workers)]
-        elif processes:
-            command += ["--processes", str(processes)]
-        classes = [name for name, table in self.scenario["users"].items() if table["weight"] > 0]
-        return command + self.options.locust_args + classes
+    def _locust_command(self, host: str, auth_host: str, web: tuple[str, int] | None = None) -> list[str]:
+        return LocustCommand(
+            run_dir=self.dir,
+            scenario=self.scenario,
+            host=host,
+            auth_host=auth_host,
+            web=web,
+            processes=self.options.processes,
+            master=self.options.master,
+            expect_workers=self.options.expect_workers,
+            extra=self.options.locust_args,
+        ).argv()
+
+    def _spawn_locust(self, command: list[str]) -> None:
+        with (self.dir / folder.LOCUST_LOG).open("ab") as log:
+            self.locust = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
+            )
 
     def _load(self, host: str, auth_host: str) -> None:
         if self.interrupted:
             return
-        shape, phases = self.scenario["shape"], self.scenario["phases"]
+        shape = self.scenario["shape"]
         duration, stop_timeout = shape["duration"], self.scenario["locust"]["stop_timeout"]
-        log = (self.dir / "locust.log").open("ab")
         start = time.time()
-        append_event(self.dir, "load_start", f"{shape['kind']} {shape['users']} users for {duration:.0f} s")
-        self.locust = subprocess.Popen(
-            self._locust_command(host, auth_host),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-        log.close()
+        self.phases.start_load(f"{shape['kind']} {shape['users']} users for {duration:.0f} s")
+        self._spawn_locust(self._locust_command(host, auth_host))
+        if self.scenario["faults"] and self.actions is not None:
+            self.faults = FaultSchedule(self.scenario["faults"], self.dir, self.actions)
+            self.faults.start(start, until=start + duration)
         if self.samplers:  # the load generator samples as service "locust": the report shows it is not the leak
-            own = Sampler(
-                {"locust": [f"pid:{self.locust.pid}"]}, self.dir, interval=self.scenario["sampler"]["interval"]
-            )
+            interval = self.scenario["sampler"]["interval"]
+            own = Sampler({LOAD_GENERATOR: [f"pid:{self.locust.pid}"]}, self.dir, interval=interval)
             own.start()
             self.samplers.append(own)
         self.say(
             f"load: {shape['kind']}, {shape['users']} users, {progress.format_duration(duration)} (log: locust.log)"
         )
-        warmup_written, next_progress = False, start + progress.progress_interval(duration)
+        self.early = EarlyWatch(self.dir, self.scenario["leaks"]["early_every"], start, self._leak_confirmed)
         every = progress.progress_interval(duration)
+        next_progress = start + every
         deadline = start + duration + stop_timeout + LOCUST_GRACE
+        killed = False
         while self.locust.poll() is None:
             now = time.time()
-            if not warmup_written and now >= start + phases["warmup"]:
-                append_event(self.dir, "warmup_end")
-                warmup_written = True
+            self.phases.advance()
+            for line in self.faults.advance() if self.faults else ():
+                self.say(line)
             for sampler in self.samplers:
                 self.trend.add(sampler.latest())
+            self._watch_health()
+            self.early.poll(now)
+            self._stop_if_decided()
             if now >= next_progress and not self.interrupted:
-                history = progress.latest_history(self.dir / "locust_stats_history.csv")
-                self.say(progress.progress_line(now - start, duration, history, progress.memory_slopes(self.trend)))
+                history = progress.latest_history(self.dir / folder.LOCUST_HISTORY)
+                slopes = progress.memory_slopes(self.trend)
+                self.say(progress.progress_line(now - start, duration, history, slopes, self.early.summary()))
                 next_progress += every
-            if now > deadline and not self.interrupted:
+            if now > deadline and self.stop_asked is None:
                 self.say("Locust ran past its duration: stopping it")
-                self.locust.send_signal(signal.SIGINT)
-                deadline = now + LOCUST_STOP_WAIT
-            elif now > deadline:
+                self._stop_locust()
+            elif self.stop_asked is not None and now > self.stop_asked + stop_timeout + LOCUST_STOP_WAIT and not killed:
+                self.say(f"Locust still running {now - self.stop_asked:.0f} s after it was asked to stop: killing it")
                 self.locust.kill()
+                killed = True
             time.sleep(POLL)
-        append_event(self.dir, "load_stop", f"locust exit code {self.locust.returncode}")
-        if self.locust.returncode not in (0, 1) and not self.interrupted:
-            self.say(f"Locust ended with exit code {self.locust.returncode}; last lines of locust.log:")
-            self.say(self._tail(self.dir / "locust.log"))
+        code = self.locust.returncode
+        self.early.stop()
+        if self.faults is not None:
+            for line in self.faults.stop():  # the drain measures the service at rest, not under a fault
+                self.say(line)
+        self.phases.stop_load(f"locust exit code {code}")
+        if code not in LOCUST_NORMAL_EXITS and not self.interrupted and not self.stopped_early:
+            append_event(self.dir, folder.LOAD_GENERATOR_GONE, f"exit code {code}")
+            self.say(f"Locust ended with exit code {code}; the run is incomplete. Last lines of locust.log:")
+            self.say(self._tail(self.dir / folder.LOCUST_LOG))
+        elif not (self.dir / folder.LOCUST_STATS).exists():
+            # It exited as if it had run (a Locust stuck at start-up until our SIGINT), but it measured nothing:
+            # a run without load must not pass on its samples alone.
+            append_event(self.dir, folder.LOAD_GENERATOR_GONE, f"exit code {code}, no {folder.LOCUST_STATS} written")
+            self.say(f"Locust wrote no {folder.LOCUST_STATS}; the run is incomplete. Last lines of locust.log:")
+            self.say(self._tail(self.dir / folder.LOCUST_LOG))
+
+    def _leak_confirmed(self, detail: str) -> None:
+        """From the early verdict's thread: say it; with leaks.stop_on_confirmed the loop ends the load on it."""
+        self.say(f"leak confirmed (early verdict): {detail}")
+        if self.scenario["leaks"]["stop_on_confirmed"] and not self.decided:
+            self.decided = detail
+
+    def _stop_if_decided(self) -> None:
+        if not self.decided or self.interrupted or self.stopped_early:
+            return
+        self.stopped_early = f"leak confirmed: {self.decided}"
+        append_event(self.dir, folder.STOPPED_DECIDED, self.stopped_early)
+        self.say("leaks.stop_on_confirmed: stopping the load; the run is decided (failed)")
+        self._stop_locust()
+
+    def _watch_health(self) -> None:
+        """A service down for longer than health.down_max ends the load: what follows would measure an outage."""
+        if self.health is None or self.interrupted or self.stopped_early:
+            return
+        down_max = self.scenario["health"]["down_max"]
+        now = time.time()
+        for service, since in sorted(self.health.down_since().items()):
+            if now - since > down_max:
+                self.stopped_early = f"{service} down for {now - since:.0f} s (health.down_max {down_max:.0f} s)"
+                append_event(self.dir, folder.STOPPED_EARLY, self.stopped_early)
+                self.say(f"{self.stopped_early}: stopping the load; the run is incomplete")
+                self._stop_locust()
+                return
 
     def _drain(self) -> None:
         if self.interrupted or self.locust is None:
             return
-        drain = self.scenario["phases"]["drain"]
-        self.say(f"drain: sampling {progress.format_duration(drain)} more with no load")
-        self._sleep(drain)
-        if not self.interrupted:
-            append_event(self.dir, "drain_end")
+        self.say(f"drain: sampling {progress.format_duration(self.scenario['phases']['drain'])} more with no load")
+        while not self.interrupted and not self.phases.done:
+            wait = self.phases.seconds_to_next()
+            if wait is None:
+                break
+            time.sleep(min(POLL, wait))
+            self.phases.advance()
 
     def _sleep(self, seconds: float) -> None:
         end = time.time() + seconds
@@ -267,6 +336,9 @@ class Run:
             time.sleep(min(POLL, max(0.0, end - time.time())))
 
     def _stop_all(self) -> None:
+        if self.faults is not None:
+            for line in self.faults.stop():  # the network back first: Locust and the sut must be able to stop
+                self.say(line)
         if self.locust and self.locust.poll() is None:
             self.locust.send_signal(signal.SIGINT)
             try:
@@ -280,18 +352,17 @@ class Run:
             self.sut.stop()
 
     def _analyse(self) -> int:
-        from analysis import RunFolderError, analyze_run, exit_code, summary_lines, write_report
+        from analysis import RunFolderError, analyze_and_write, exit_code, summary_lines
 
         try:
-            verdict = analyze_run(self.dir, baseline=self.options.baseline)
-            report = write_report(self.dir, baseline=self.options.baseline)
+            analysis = analyze_and_write(self.dir, baseline=self.options.baseline)
         except RunFolderError as exc:
             self.say(f"analysis failed: {exc}")
-            return 2
-        for line in summary_lines(verdict):
+            return folder.EXIT_BAD_INPUT
+        for line in summary_lines(analysis):
             self.say(line)
-        self.say(f"report: {report}")
-        return exit_code(verdict)
+        self.say(f"report: {self.dir / folder.REPORT}")
+        return exit_code(analysis)
 
     @staticmethod
     def _tail(path: Path, lines: int = 15) -> str:
@@ -301,50 +372,28 @@ class Run:
             return "(no log)"
 
 
+def _check_runtime(sut: dict[str, Any]) -> None:
+    from sut.containers import check_runtime
+    from sut.launchenv import SutError
+
+    try:
+        check_runtime(sut)
+    except SutError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _external_placement(services: dict[str, list[str]]) -> dict[str, Any]:
+    """Where a team's services ran, as far as their sampler specs say: a container (docker:NAME) or a process."""
+    placed: dict[str, Any] = {}
+    for name, specs in sorted(services.items()):
+        kinds = {spec.partition(":")[0]: spec.partition(":")[2] for spec in specs}
+        if "docker" in kinds:
+            placed[name] = {"runs_as": "container", "container": kinds["docker"], "memory_limit_bytes": None}
+        elif kinds.keys() & {"pid", "port", "cmd"}:
+            placed[name] = {"runs_as": "process", "memory_limit_bytes": None}
+    return {"runtime": "external", "services": placed}
+
+
 def run_worker(master_host: str, master_port: int, locust_args: list[str]) -> int:
     """A Locust worker for ``soak run --master`` elsewhere: no sut, no sampler, no analysis."""
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", master_host]
-    command += ["--master-port", str(master_port), *locust_args]
-    return subprocess.call(command)
-
-
-class UiRun(Run):
-    """``soak ui``: the Locust web UI against the scenario's target. The sampler runs inside Locust (the plugin in
-    locustfiles/sampling.py) so the Services tab shows it live; the runner analyses the folder when Locust exits."""
-
-    def __init__(self, options: RunOptions, web_host: str, web_port: int) -> None:
-        super().__init__(options)
-        self.web_host, self.web_port = web_host, web_port
-
-    def execute(self) -> int:
-        previous = {sig: signal.signal(sig, self._on_ui_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self.say(f"run folder: {self.dir}")
-            host, auth_host, services = self._start_target()
-            self._write_scenario(host, auth_host, services)
-            command = self._locust_command(host, auth_host, UI_LOCUSTFILE)
-            command.remove("--headless")
-            command[command.index("--soak-sampler") + 1] = "on"
-            command += ["--web-host", self.web_host, "--web-port", str(self.web_port)]
-            log = (self.dir / "locust.log").open("ab")
-            self.locust = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
-            )
-            log.close()
-            self.say(f"web UI: http://{self.web_host}:{self.web_port}  (Ctrl-C to stop; log: locust.log)")
-            while self.locust.poll() is None:
-                time.sleep(POLL)
-        finally:
-            self._stop_all()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if not (self.dir / "samples.csv").exists():
-            self.say("no test was started: nothing to analyse")
-            return 0
-        return self._analyse()
-
-    def _on_ui_signal(self, signum: int, _frame: Any) -> None:
-        # Ending the web UI is the normal way out, not an interruption of a test.
-        self.signals += 1
-        if self.locust and self.locust.poll() is None:
-            self.locust.send_signal(signal.SIGINT if self.signals == 1 else signal.SIGKILL)
+    return subprocess.call(worker_argv(master_host, master_port, locust_args))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"sut {service}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        data_dir = settings.data_dir
+        if data_dir and settings.parent_pid and os.getppid() != settings.parent_pid:
+            # the launcher was killed and cannot remove the SQLite stand-ins' folder it made: do it for it
+            shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

@@ -1,5 +1,11 @@
 """The agent worker: turns a chat message into agent_started, agent_thinking, tool_executing, tool_completed,
 agent_completed, one ``agent_step`` apart (``agent_latency`` more before the first: the startup).
+
+With ``agent_tokens`` > 0 the answer is streamed before agent_completed as that many ``agent_token`` events
+(``seq`` 0, 1, ... and ``text``), ``agent_token_interval`` apart give or take ``agent_token_jitter``; the
+``stall_tokens_every`` fault holds the stream for ``stall_for`` after every N tokens, ``drop_token_every`` leaves
+one out and ``repeat_token_every`` sends one twice. agent_completed then says how many tokens there were
+(``tokens``), so a client can tell a stream that lost its tail.
 """
 
 from __future__ import annotations
@@ -8,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -33,6 +40,17 @@ def step_payload(step: str, content: str) -> dict[str, Any]:
     return {}
 
 
+def fault_turn(every: int, seq: int) -> bool:
+    """A token fault's turn (sut/faults.py): after every ``every`` tokens, i.e. seq N, 2N, ...; 0 = off."""
+    return every > 0 and seq > 0 and seq % every == 0
+
+
+def token_texts(content: str, count: int) -> list[str]:
+    """``count`` token texts of the reply: words of it, repeated as needed (the content is the user's)."""
+    words = f"Reply to {content[:200]}".split() or ["Reply"]
+    return [words[i % len(words)] + " " for i in range(count)]
+
+
 class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -41,21 +59,41 @@ class Agent:
         metrics.gauge("agent_tasks_inflight", "agent jobs being worked on", lambda: self.inflight)
 
     async def run_job(self, job: dict[str, Any], emit: Emit) -> None:
+        metrics.AGENT_JOBS.inc()
         self.inflight += 1
         try:
             content = str(job.get("content", ""))
+            envelope = {"job": job.get("job"), "user": job["user"], "thread_id": job.get("thread_id")}
             for index, step in enumerate(STEPS):
+                if step == "agent_completed" and self.settings.agent_tokens > 0:
+                    await self.stream(job, content, envelope, emit)
                 delay = self.settings.agent_step + (self.settings.agent_latency if index == 0 else 0.0)
                 if delay > 0:
                     await asyncio.sleep(delay)
                 event = {"type": step, "reply_to": job.get("reply_to"), **step_payload(step, content)}
-                await emit(
-                    {"job": job.get("job"), "user": job["user"], "thread_id": job.get("thread_id"), "event": event}
-                )
+                if step == "agent_completed" and self.settings.agent_tokens > 0:
+                    event["tokens"] = self.settings.agent_tokens
+                await emit({**envelope, "event": event})
         except Exception:  # noqa: BLE001 - the backend went away mid-job; nobody is left to tell
             return
         finally:
             self.inflight -= 1
+
+    async def stream(self, job: dict[str, Any], content: str, envelope: dict[str, Any], emit: Emit) -> None:
+        """The answer as ``agent_tokens`` token events, paced like a model's output (see the module's doc)."""
+        s = self.settings
+        words = token_texts(content, s.agent_tokens)
+        for seq, text in enumerate(words):
+            delay = s.agent_token_interval + random.uniform(-s.agent_token_jitter, s.agent_token_jitter)
+            if fault_turn(s.stall_tokens_every, seq):
+                delay += s.stall_for  # the fault: a model server that stutters every N tokens
+            await asyncio.sleep(max(delay, 0.0))
+            if fault_turn(s.drop_token_every, seq):
+                continue  # the fault: a token lost on its way (a lossy bus, a dropped chunk)
+            event = {"type": "agent_token", "reply_to": job.get("reply_to"), "seq": seq, "text": text}
+            await emit({**envelope, "event": event})
+            if fault_turn(s.repeat_token_every, seq):
+                await emit({**envelope, "event": dict(event)})  # the fault: the same token delivered twice
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -64,7 +102,9 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.redis_url:
         import redis.asyncio as aioredis
 
-        redis_client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        redis_client = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=bus.REDIS_COMMAND_TIMEOUT
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

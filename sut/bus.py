@@ -7,6 +7,10 @@
 
 A job: ``{"job", "kind": "chat", "user", "reply_to", "thread_id", "content"}``. An event:
 ``{"job", "user", "thread_id", "event": {"type": ..., "reply_to": ..., ...}}``; the backend adds the event id.
+
+The backend's side calls ``on_lost(reason)`` when the channel it had goes away (the Redis subscription fails, the
+socket to the agent drops): the events of the jobs in flight are gone with it (pub/sub keeps nothing for a
+subscriber that is away; the agent cancels a socket's jobs when it closes), so the owner fails them at once.
 """
 
 from __future__ import annotations
@@ -24,12 +28,33 @@ log = logging.getLogger("sut.bus")
 
 RECONNECT_DELAY = 0.5
 BLPOP_TIMEOUT = 1  # seconds; how soon the agent notices it should stop
+# A subscription only reads, so a connection that died in silence (packets dropped, or a reset that reached only the
+# far side) looks idle for ever: ping it when it has been quiet this long, and give it up when the pong is this late.
+LISTEN_TICK = 0.5
+PING_IDLE = 2.0
+PONG_TIMEOUT = 3.0
+REDIS_COMMAND_TIMEOUT = 5.0  # socket_timeout of the sut's Redis clients: a dropped packet is an error, not a hang
+
+
+class SubscriptionDead(Exception):
+    """The subscription's connection stopped answering, or a command on a sibling connection failed."""
+
 
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+LostHandler = Callable[[str], None]
 
 
 class BusUnavailable(Exception):
     """The agent cannot be reached right now."""
+
+
+def _tell(on_lost: LostHandler | None, reason: str) -> None:
+    if on_lost is None:
+        return
+    try:
+        on_lost(reason)
+    except Exception:  # noqa: BLE001 - a broken owner must not stop the bus from reconnecting
+        log.exception("on_lost(%r) failed", reason)
 
 
 def jobs_key(prefix: str) -> str:
@@ -50,34 +75,60 @@ class RedisBus:
         self.prefix = prefix
         self._task: asyncio.Task | None = None
         self.subscribed = asyncio.Event()
+        # set by a failed submit: the subscription went through the same network, so it is suspect too
+        self._suspect = asyncio.Event()
 
-    async def start(self, on_event: EventHandler) -> None:
+    async def start(self, on_event: EventHandler, on_lost: LostHandler | None = None) -> None:
         # no waiting here: with Redis down the backend still starts, and /health names redis as failing
-        self._task = asyncio.create_task(self._listen(on_event))
+        self._task = asyncio.create_task(self._listen(on_event, on_lost))
 
-    async def _listen(self, on_event: EventHandler) -> None:
+    async def _listen(self, on_event: EventHandler, on_lost: LostHandler | None) -> None:
         warned = False
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(events_channel(self.prefix))
+                self._suspect.clear()
                 self.subscribed.set()
                 if warned:
                     log.warning("event subscription restored")
                     warned = False
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        await on_event(json.loads(message["data"]))
+                await self._read(pubsub, on_event)
             except asyncio.CancelledError:
                 await pubsub.aclose()
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis went away: say so, retry
+                had = self.subscribed.is_set()
                 self.subscribed.clear()
+                if had:
+                    _tell(
+                        on_lost, f"agent connection lost: Redis event subscription failed ({type(exc).__name__}: {exc})"
+                    )
                 if not warned:  # once per outage, not every retry: a day-long outage must not fill the disk
                     log.warning("event subscription lost (%s); retrying every %s s", exc, RECONNECT_DELAY)
                     warned = True
                 await pubsub.aclose()
                 await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _read(self, pubsub, on_event: EventHandler) -> None:  # noqa: ANN001 - a redis.asyncio PubSub
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        ping_sent: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=LISTEN_TICK)
+            now = loop.time()
+            if self._suspect.is_set():
+                raise SubscriptionDead("a command on another connection to Redis failed")
+            if message is not None:
+                heard, ping_sent = now, None
+                if message.get("type") == "message":
+                    await on_event(json.loads(message["data"]))
+                continue
+            if ping_sent is not None and now - ping_sent > PONG_TIMEOUT:
+                raise SubscriptionDead(f"no pong within {PONG_TIMEOUT:g} s")
+            if ping_sent is None and now - heard > PING_IDLE:
+                await pubsub.ping()
+                ping_sent = now
 
     async def submit(self, job: dict[str, Any]) -> None:
         if not self.subscribed.is_set():
@@ -85,6 +136,7 @@ class RedisBus:
         try:
             await self.client.rpush(jobs_key(self.prefix), json.dumps(job))
         except Exception as exc:  # noqa: BLE001
+            self._suspect.set()
             raise BusUnavailable(f"redis: {exc}") from None
 
     async def check(self) -> str:
@@ -110,24 +162,29 @@ class SocketBus:
         self.connected = asyncio.Event()
         self.last_error = "not connected yet"
 
-    async def start(self, on_event: EventHandler) -> None:
-        self._task = asyncio.create_task(self._run(on_event))
+    async def start(self, on_event: EventHandler, on_lost: LostHandler | None = None) -> None:
+        self._task = asyncio.create_task(self._run(on_event, on_lost))
 
-    async def _run(self, on_event: EventHandler) -> None:
+    async def _run(self, on_event: EventHandler, on_lost: LostHandler | None) -> None:
         while True:
+            had = False
             try:
                 async with connect(self.url, max_size=2**24, ping_interval=20, ping_timeout=60) as ws:
                     self._ws = ws
+                    had = True
                     self.connected.set()
                     async for frame in ws:
                         await on_event(json.loads(frame))
+                self.last_error = "the agent closed the connection"
             except asyncio.CancelledError:
-                raise
+                raise  # shutting down: nobody is left to tell
             except (OSError, websockets.WebSocketException, json.JSONDecodeError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._ws = None
                 self.connected.clear()
+            if had:  # a connection that never opened carried no jobs
+                _tell(on_lost, f"agent connection lost: {self.last_error}")
             await asyncio.sleep(RECONNECT_DELAY)
 
     async def submit(self, job: dict[str, Any]) -> None:

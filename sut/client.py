@@ -13,6 +13,8 @@ from typing import Any
 import requests
 import websocket
 
+from runspec.protocol import read_sse
+
 RECV_TIMEOUT = 10.0
 
 
@@ -64,6 +66,40 @@ class Client:
         if response.status_code != 201:
             raise ContractError(f"POST /api/threads: {response.status_code} {response.text[:200]}")
         return response.json()["id"]
+
+    def stream(
+        self,
+        thread_id: int,
+        content: str = "hello",
+        msg_id: str | None = None,
+        last_event_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """A chat message whose reply streams back as Server-Sent Events: each event's JSON, checked against its
+        ``event:`` and ``id:`` lines, until the stream ends; after ``limit`` events the connection is dropped
+        instead (a resend of ``msg_id`` with ``last_event_id`` then resumes it). Raises ContractError otherwise."""
+        headers = dict(self.headers)
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        body = {"content": content, **({"id": msg_id} if msg_id is not None else {})}
+        path = f"/api/threads/{thread_id}/messages/stream"
+        events: list[dict[str, Any]] = []
+        with self.session.post(
+            self.backend_url + path, json=body, headers=headers, stream=True, timeout=RECV_TIMEOUT
+        ) as response:
+            if response.status_code != 200:
+                raise ContractError(f"POST {path}: {response.status_code} {response.text[:200]}")
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise ContractError(f"POST {path}: content-type {response.headers.get('content-type')!r}")
+            for sse in read_sse(response.iter_lines()):
+                event = json.loads(sse.data)
+                own_id = str(event["event_id"]) if "event_id" in event else None
+                if sse.event != event.get("type") or sse.id != own_id:
+                    raise ContractError(f"event: {sse.event!r} id: {sse.id!r} do not match the data {sse.data[:200]}")
+                events.append(event)
+                if limit is not None and len(events) >= limit:
+                    break  # leaving the with-block closes the connection mid-stream
+        return events
 
     def tab(self, last_event_id: int | None = None, query_token: bool = False) -> Tab:
         url = self.backend_url.replace("http", "ws", 1) + "/ws"

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
+
+from runspec.scenario import SUT_SCHEMA, ScenarioError, sut_value
 
 SERVICES = ("auth", "backend", "agent")
 ENV_PREFIX = "SUT_"
@@ -19,33 +21,20 @@ PLAIN_ENV = {"redis_url": "REDIS_URL", "database_url": "DATABASE_URL"}
 DEV_SECRET = "sut-development-secret-change-me"  # the launcher passes a random one; compose sets its own
 
 
-@dataclass
-class SutConfig:
-    """Exactly the [sut] keys of a scenario (soak/scenario.py SCHEMA["sut"]), same defaults, durations in seconds.
+_TYPES = {"str": str, "bool": bool, "int": int, "float": float, "duration": float}
 
-    redis_url / database_url: "" = the in-process stand-ins (in-memory limits and bus, SQLite); "env" = take
-    $REDIS_URL / $DATABASE_URL; anything else is the URL itself.
-    """
-
-    redis_url: str = ""
-    database_url: str = ""
-    access_token_ttl: float = 900.0
-    rate_limit: int = 5
-    rate_window: float = 60.0
-    agent_step: float = 0.02
-    upload_max_bytes: int = 10 * 1024 * 1024
-    db_pool_size: int = 5
-    db_max_overflow: int = 10
-    leak_bytes_per_message: int = 0
-    leak_connections: bool = False
-    leak_pool: bool = False
-    rest_latency: float = 0.0
-    agent_latency: float = 0.0
-    cross_talk: bool = False
+# Exactly the [sut] keys of a scenario, generated from the one schema (runspec.scenario.SUT_SCHEMA): same names,
+# same defaults, durations in seconds. redis_url / database_url: "" = the in-process stand-ins (in-memory limits and
+# bus, SQLite); "env" = take $REDIS_URL / $DATABASE_URL; anything else is the URL itself.
+SutConfig = make_dataclass(
+    "SutConfig",
+    [(name, _TYPES[key.kind], field(default=key.default)) for name, key in SUT_SCHEMA.items()],
+)
+SutConfig.__module__ = __name__
 
 
 @dataclass
-class Settings(SutConfig):
+class Settings(SutConfig):  # type: ignore[misc,valid-type]
     """A service's whole configuration: the scenario keys plus the plumbing the launcher and compose set."""
 
     # service plumbing, not scenario keys
@@ -55,6 +44,7 @@ class Settings(SutConfig):
     db_pool_timeout: float = 10.0
     redis_prefix: str = "sut:"
     agent_url: str = "http://127.0.0.1:8003"  # backend -> agent when there is no Redis
+    agent_job_timeout: float = 30.0  # backend: a job without agent_completed by then is failed (AGENT_UNAVAILABLE)
     seed_users: str = ""  # "email:password:tier,..." created at start
     replay_max_events: int = 1000
     replay_max_bytes: int = 1024 * 1024
@@ -62,30 +52,19 @@ class Settings(SutConfig):
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 120.0  # 0 = never close a client for a late pong
     parent_pid: int = 0  # exit when this process is gone (set by the launcher)
+    data_dir: str = ""  # the SQLite stand-ins' folder, kept across restarts (set by the launcher)
 
 
 HELP = {
-    "redis_url": "Redis URL for rate limits and the backend<->agent bus; empty = in-process stand-ins",
-    "database_url": "SQLAlchemy URL (postgresql+psycopg://...); empty = SQLite in a temporary folder",
-    "access_token_ttl": "access token lifetime in seconds",
-    "rate_limit": "free tier: chat messages per window; 0 = unlimited",
-    "rate_window": "rate limit window in seconds",
-    "agent_step": "seconds per agent step (five steps per message)",
-    "upload_max_bytes": "largest upload accepted; above it 413",
-    "db_pool_size": "SQLAlchemy pool size",
-    "db_max_overflow": "SQLAlchemy pool max overflow",
-    "leak_bytes_per_message": "FAULT: keep this many written bytes per chat message forever",
-    "leak_connections": "FAULT: keep the state of closed WebSocket connections",
-    "leak_pool": "FAULT: check out a DB connection per request and never return it",
-    "rest_latency": "FAULT: seconds added to every REST call",
-    "agent_latency": "FAULT: seconds added to the agent's first step (startup)",
-    "cross_talk": "FAULT: also push each event to another user's connections",
+    **{name: key.doc for name, key in SUT_SCHEMA.items()},
     "jwt_secret": "HS256 secret shared by auth and backend",
     "refresh_token_ttl": "refresh token lifetime in seconds",
     "paid_rate_limit": "paid tier: chat messages per window; 0 = unlimited",
     "db_pool_timeout": "seconds to wait for a pool connection before 503",
     "redis_prefix": "prefix of every Redis key and channel",
     "agent_url": "agent base URL (backend only, when there is no Redis)",
+    "agent_job_timeout": "backend: seconds from sending a chat job to its agent_completed before the user gets "
+    "AGENT_UNAVAILABLE instead; 0 = 300",
     "seed_users": "users created at start: email:password:tier[,...]",
     "replay_max_events": "replay buffer per user: most events kept",
     "replay_max_bytes": "replay buffer per user: most bytes kept",
@@ -93,6 +72,7 @@ HELP = {
     "ws_ping_interval": "seconds between server pings; 0 = no pings",
     "ws_ping_timeout": "seconds to wait for a pong before closing; 0 = never",
     "parent_pid": "exit when this pid is gone",
+    "data_dir": "folder for the SQLite stand-ins' files, kept across restarts; '' = a temporary folder per process",
 }
 
 
@@ -108,7 +88,12 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _convert(kind: type, raw: str, where: str) -> Any:
+def _convert(name: str, kind: type, raw: str, where: str) -> Any:
+    if name in SUT_SCHEMA:  # a scenario key: the schema's rules (durations as "90s", finite, > 0 where it must be)
+        try:
+            return sut_value(name, raw, where)
+        except ScenarioError as exc:
+            raise SettingsError(str(exc)) from None
     if kind is bool:
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -133,14 +118,18 @@ def _kinds() -> dict[str, type]:
 
 def add_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
     """Add a flag per setting (default None, so the environment can fill what was not given)."""
+    defaults = Settings()
     for name, kind in _kinds().items():
         if names is not None and name not in names:
             continue
-        help_text = f"{HELP[name]} (env {PLAIN_ENV.get(name, env_name(name))})"
+        default = getattr(defaults, name)
+        help_text = f"{HELP[name]} (default {default!r}; env {PLAIN_ENV.get(name, env_name(name))})"
         if kind is bool:
             parser.add_argument(flag_name(name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag_name(name), default=None, metavar=kind.__name__.upper(), help=help_text)
+            schema_kind = SUT_SCHEMA[name].kind if name in SUT_SCHEMA else ""
+            metavar = "SECONDS" if schema_kind == "duration" else kind.__name__.upper()
+            parser.add_argument(flag_name(name), default=None, metavar=metavar, help=help_text)
 
 
 def from_sources(given: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
@@ -150,11 +139,11 @@ def from_sources(given: dict[str, Any], environ: dict[str, str] | None = None) -
     for name, kind in _kinds().items():
         value = given.get(name)
         if value is not None:
-            values[name] = value if isinstance(value, kind) else _convert(kind, str(value), flag_name(name))
+            values[name] = value if isinstance(value, kind) else _convert(name, kind, str(value), flag_name(name))
             continue
         for var in (env_name(name), PLAIN_ENV.get(name)):
             if var and var in environ:
-                values[name] = _convert(kind, environ[var], var)
+                values[name] = _convert(name, kind, environ[var], var)
                 break
     return Settings(**values)
 

@@ -8,11 +8,19 @@
 | rest_latency | --rest-latency / SUT_REST_LATENCY | seconds added before every REST call (not /health, /metrics) | auth + backend, sut/web.py |
 | agent_latency | --agent-latency / SUT_AGENT_LATENCY | seconds added to the agent's first step | agent, sut/agent.py |
 | cross_talk | --cross-talk / SUT_CROSS_TALK | every event also goes to one other connected user | backend, sut/ws.py |
+| drop_replay | --drop-replay / SUT_DROP_REPLAY | no replay buffer: a resume with last_event_id gets nothing back | backend, sut/ws.py |
+| skip_dedup | --skip-dedup / SUT_SKIP_DEDUP | a resent chat message (same client id) is run again | backend, sut/chat.py |
+| stall_tokens_every | --stall-tokens-every / SUT_STALL_TOKENS_EVERY | a streamed reply pauses stall_for after every N tokens | agent, sut/agent.py |
+| drop_token_every | --drop-token-every / SUT_DROP_TOKEN_EVERY | a streamed reply leaves out the token after every N (seq N, 2N, ...: skipped) | agent, sut/agent.py |
+| repeat_token_every | --repeat-token-every / SUT_REPEAT_TOKEN_EVERY | a streamed reply sends the token after every N twice (same seq, two event ids) | agent, sut/agent.py |
+| freeze_for | --freeze-for / SUT_FREEZE_FOR | the event loop is blocked (a stop-the-world pause) this long every freeze_every | backend (here) |
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
 from sut import metrics
 
@@ -36,3 +44,13 @@ def leaked_bytes() -> float:
 
 
 metrics.gauge("sut_leaked_bytes", "bytes kept by the leak_bytes_per_message fault", leaked_bytes)
+
+
+async def freeze_loop(freeze_for: float, every: float) -> None:
+    """FAULT freeze_for: hold the event loop (time.sleep, not asyncio.sleep) for ``freeze_for`` every ``every``
+    seconds. Every request and socket waits, as a stop-the-world GC pause or a blocking call would make them wait:
+    the stall coordinated omission hides from a closed-model client."""
+    while True:
+        await asyncio.sleep(every)
+        time.sleep(freeze_for)
+        metrics.LOOP_FREEZES.inc()

@@ -81,8 +81,12 @@ class Store:
         url = settings.database_url
         connect_args: dict[str, Any] = {}
         if not url:
-            self._tempdir = tempfile.mkdtemp(prefix=f"sut-{name}-")
-            url = f"sqlite:///{Path(self._tempdir) / (name + '.db')}"
+            # the launcher's data folder outlives a restarted service (and the launcher removes it, also after a
+            # SIGKILL); alone, a service keeps its SQLite file in a temporary folder of its own.
+            folder = settings.data_dir
+            if not folder:
+                folder = self._tempdir = tempfile.mkdtemp(prefix=f"sut-{name}-")
+            url = f"sqlite:///{Path(folder) / (name + '.db')}"
         if url.startswith("sqlite"):
             connect_args = {"check_same_thread": False, "timeout": 30}
         elif url.startswith("postgresql://"):

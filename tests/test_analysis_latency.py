@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import analyze_run
+from analysis import analyze
 from analysis.latency import bucket_edges, weighted_percentiles
 from analysis.synthetic import T0, build_run, round3, timing_rows
 
@@ -65,7 +65,7 @@ def test_verdict_values_are_numpy_percentiles_of_the_judged_timings(tmp_path):
     folder = build_run(
         tmp_path / "run", _samples(2), _events(2), latency=rows, locust={("WS", "ws round trip"): (6000, 3)}
     )
-    verdict = analyze_run(folder)
+    verdict = analyze(folder).verdict
     ws = next(c for c in verdict["latency"] if c["name"] == "ws round trip" and c["scope"] == "overall")
     judged = ms[ts >= T0 + 60]
     assert ws["value_ms"] == pytest.approx(float(np.percentile(judged, 95)), abs=1e-3)
@@ -90,7 +90,7 @@ def test_meets_p95_overall_but_misses_it_in_the_last_hour(tmp_path):
     folder = build_run(
         tmp_path / "run", _samples(12), _events(12), latency=rows, locust={("WS", "ws round trip"): (7200, 0)}
     )
-    verdict = analyze_run(folder)
+    verdict = analyze(folder).verdict
     checks = {c["scope"]: c for c in verdict["latency"] if c["name"] == "ws round trip"}
     assert checks["overall"]["passed"] is True
     assert checks["last hour"]["passed"] is False
@@ -104,7 +104,7 @@ def test_a_target_without_timings_fails_when_locust_ran(tmp_path):
     folder = build_run(
         tmp_path / "run", _samples(1), _events(1), latency=rows, locust={("WS", "ws round trip"): (200, 0)}
     )
-    verdict = analyze_run(folder)
+    verdict = analyze(folder).verdict
     startup = next(c for c in verdict["latency"] if c["name"] == "agent startup")
     assert startup["status"] == "failed" and "measured nothing" in startup["reason"]
     assert "agent startup p95 overall" in verdict["failed_checks"]
@@ -112,12 +112,12 @@ def test_a_target_without_timings_fails_when_locust_ran(tmp_path):
 
 def test_locust_output_without_a_timing_record_fails_every_target(tmp_path):
     folder = build_run(tmp_path / "run", _samples(1), _events(1), locust={("GET", "/x"): (100, 0)})
-    verdict = analyze_run(folder)
+    verdict = analyze(folder).verdict
     assert all(c["status"] == "failed" and "latency.csv" in c["reason"] for c in verdict["latency"])
 
 
 def test_samples_only_folder_reports_no_data_not_failure(tmp_path):
-    verdict = analyze_run(build_run(tmp_path / "run", _samples(1)))
+    verdict = analyze(build_run(tmp_path / "run", _samples(1))).verdict
     assert all(c["status"] == "no data" and c["passed"] is None for c in verdict["latency"])
     assert verdict["errors"]["status"] == "no data" and verdict["errors"]["rate"] is None
     assert verdict["passed"] is True
@@ -138,7 +138,7 @@ def test_error_rate_and_grouped_failures(tmp_path):
         locust={("GET", "GET /api/threads"): (1000, 50), ("WS", "ws round trip"): (1000, 5)},
         failures=failures,
     )
-    verdict = analyze_run(folder)
+    verdict = analyze(folder).verdict
     assert verdict["errors"]["rate"] == pytest.approx(55 / 2000)
     assert verdict["errors"]["passed"] is False and "55 of 2000" in verdict["errors"]["reason"]
     top = verdict["failures"][0]
@@ -156,7 +156,7 @@ def test_custom_targets_from_the_scenario(tmp_path):
         latency=rows,
         locust={("WS", "upload processed"): (300, 0)},
     )
-    verdict = analyze_run(folder)
+    verdict = analyze(folder).verdict
     overall = next(c for c in verdict["latency"] if c["scope"] == "overall")
     assert overall["percentile"] == 99 and overall["target_ms"] == 1000
     assert overall["passed"] is False and overall["value_ms"] == pytest.approx(

@@ -1,4 +1,4 @@
-"""Leak verdicts on synthetic series with known truth, judged through a whole run folder (analyze_run).
+"""Leak verdicts on synthetic series with known truth, judged through a whole run folder (analyze).
 
 Each case puts its series into the backend's memory (or connections) next to a clean auth service: the verdict must
 name exactly the leaking service and metric, and a leak's slope must be within 25% of the injected rate.
@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis import analyze_run, leak_slope
-from analysis.leaks import judge_slope, lower_envelope, segment_starts, theil_sen
+from analysis import analyze, leak_slope
+from analysis.growth import judge_slope, lower_envelope, segment_starts, theil_sen
 from analysis.synthetic import T0, build_run
 
 MB = 1024.0 * 1024.0
@@ -117,7 +117,7 @@ def _failed_leaks(verdict):
 @pytest.mark.parametrize("case", list(MEMORY_CASES))
 def test_memory_truth(tmp_path, case):
     shape, hours, interval, rate, warmup_event = MEMORY_CASES[case]
-    verdict = analyze_run(_run_folder(tmp_path, shape, hours, interval, warmup_event))
+    verdict = analyze(_run_folder(tmp_path, shape, hours, interval, warmup_event)).verdict
     entry = next(e for e in verdict["leaks"] if e["service"] == "backend" and e["metric"] == "mem_rss_bytes")
     assert entry["reason"]
     if rate == 0:
@@ -134,7 +134,7 @@ def test_memory_truth(tmp_path, case):
 
 
 def test_connections_that_never_drain(tmp_path):
-    verdict = analyze_run(_run_folder(tmp_path, _flat, 2, 5, True, conn_leak=6.0))
+    verdict = analyze(_run_folder(tmp_path, _flat, 2, 5, True, conn_leak=6.0)).verdict
     assert _failed_leaks(verdict) == {("backend", "tcp_established")}
     entry = next(e for e in verdict["leaks"] if e["metric"] == "tcp_established" and e["service"] == "backend")
     assert entry["check"] == "drain"
@@ -149,7 +149,7 @@ def test_drain_tolerance_and_ignore_come_from_the_scenario(tmp_path):
     (folder / "scenario.toml").write_text(
         'name = "t"\n[leaks]\ndrain_tolerance = 10.0\nignore = ["backend:mem_rss_bytes"]\n', encoding="utf-8"
     )
-    verdict = analyze_run(folder)
+    verdict = analyze(folder).verdict
     assert verdict["passed"] is True
     assert verdict["ignored"] == ["backend:mem_rss_bytes"]
 
@@ -157,7 +157,7 @@ def test_drain_tolerance_and_ignore_come_from_the_scenario(tmp_path):
 def test_per_metric_threshold_override_in_mb(tmp_path):
     folder = _run_folder(tmp_path, _slow_linear, 6, 10, True)
     (folder / "scenario.toml").write_text('[leaks.metrics]\n"backend:mem_rss_bytes" = 3.0\n', encoding="utf-8")
-    entry = next(e for e in analyze_run(folder)["leaks"] if e["service"] == "backend" and e["check"] == "slope")
+    entry = next(e for e in analyze(folder).verdict["leaks"] if e["service"] == "backend" and e["check"] == "slope")
     assert entry["threshold_per_hour"] == 3.0 * MB
     assert entry["status"] == "passed"
 
@@ -173,7 +173,7 @@ def test_restart_resets_the_level_but_the_leak_is_still_seen(tmp_path):
         (T0 + 4 * HOUR, "service_restart", "backend"),
     ]
     folder = build_run(tmp_path / "run", {("backend", "mem_rss_bytes"): (ts, values)}, events=events)
-    entry = analyze_run(folder)["leaks"][0]
+    entry = analyze(folder).verdict["leaks"][0]
     assert entry["status"] == "failed"
     assert entry["slope_per_hour"] == pytest.approx(4 * MB, rel=0.25)
 
@@ -185,14 +185,14 @@ def test_gap_is_not_bridged(tmp_path):
     ts = ts[(ts < T0 + 3 * HOUR) | (ts > T0 + 4 * HOUR)]
     values = BASE + 30 * MB * (ts > T0 + 4 * HOUR) + 0.3 * MB * rng.normal(size=ts.size)
     folder = build_run(tmp_path / "run", {("backend", "mem_rss_bytes"): (ts, values)})
-    entry = analyze_run(folder)["leaks"][0]
+    entry = analyze(folder).verdict["leaks"][0]
     assert entry["status"] == "passed", entry["reason"]
 
 
 def test_too_few_samples_is_no_data_with_a_reason(tmp_path):
     ts = T0 + np.arange(10.0)
     folder = build_run(tmp_path / "run", {("backend", "mem_rss_bytes"): (ts, BASE + ts * 0)})
-    verdict = analyze_run(folder)
+    verdict = analyze(folder).verdict
     assert verdict["leaks"][0]["status"] == "no data"
     assert "need" in verdict["leaks"][0]["reason"]
     assert verdict["passed"] is False  # nothing at all was judged: a green run that measured nothing must not pass
@@ -208,7 +208,7 @@ def test_load_generator_is_reported_not_judged(tmp_path):
         ("locust", "gc_pause_max_ms"): (ts, 5 + rng.random(ts.size)),
         ("backend", "mem_rss_bytes"): (ts, _flat(h, rng)),
     }
-    verdict = analyze_run(build_run(tmp_path / "run", series))
+    verdict = analyze(build_run(tmp_path / "run", series)).verdict
     assert {e["service"] for e in verdict["leaks"]} == {"backend"}
     generator = verdict["load_generator"]
     assert generator["mem_rss_bytes"]["slope_per_hour"] == pytest.approx(20 * MB, rel=0.1)
@@ -259,7 +259,7 @@ def test_pool_connections_held_open_after_warm_up_are_not_a_leak(tmp_path):
     fds = 11 + 8 * (ts >= load_start + 2) + 10 * loaded  # +8 kept by pools, +10 client sockets while loaded
     events = [(load_start, "load_start", ""), (load_start + 60, "warmup_end", ""), (load_stop, "load_stop", "")]
     folder = build_run(tmp_path / "run", {("auth", "open_fds"): (ts, fds.astype(float))}, events=events)
-    entry = analyze_run(folder)["leaks"][0]
+    entry = analyze(folder).verdict["leaks"][0]
     assert entry["status"] == "passed" and "held open" in entry["reason"], entry["reason"]
     assert entry["level_after"] - entry["level_before"] == 8
 
@@ -270,5 +270,5 @@ def test_strict_gauges_must_return_to_the_level_before_load(tmp_path):
     checked_out = 2.0 * (ts >= load_start + 2)  # two pool slots never given back, right from the start
     events = [(load_start, "load_start", ""), (load_start + 60, "warmup_end", ""), (load_stop, "load_stop", "")]
     folder = build_run(tmp_path / "run", {("backend", "db_pool_checked_out"): (ts, checked_out)}, events=events)
-    entry = analyze_run(folder)["leaks"][0]
+    entry = analyze(folder).verdict["leaks"][0]
     assert entry["status"] == "failed" and "does not drain: +2" in entry["reason"]

@@ -9,13 +9,14 @@ from analysis import RunFolderError, load_run
 from analysis.synthetic import T0, build_run
 from soak.cli import main
 
-GOOD_SAMPLES = "ts,service,metric,value\n" + "".join(f"{T0 + i},backend,mem_rss_bytes,{1000 + i}\n" for i in range(60))
+SAMPLES_HEADER = "ts,service,metric,value\n"
+GOOD_SAMPLES = SAMPLES_HEADER + "".join(f"{T0 + i},backend,mem_rss_bytes,{1000 + i}\n" for i in range(60))
 STATS_HEADER = "Type,Name,Request Count,Failure Count,Median Response Time\n"
 
 
 def _folder(tmp_path, files: dict[str, str | bytes]):
     folder = tmp_path / "run"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     files = {"samples.csv": GOOD_SAMPLES, **files}
     for name, content in files.items():
         if content is None:
@@ -125,17 +126,158 @@ def test_torn_number_on_the_last_line_is_ignored_too(tmp_path):
 
 
 def test_repeated_header_from_a_restarted_writer_is_skipped(tmp_path):
-    folder = _folder(tmp_path, {"samples.csv": GOOD_SAMPLES + GOOD_SAMPLES})
+    later = "".join(f"{T0 + 100 + i},backend,mem_rss_bytes,{1000 + i}\n" for i in range(60))
+    folder = _folder(tmp_path, {"samples.csv": GOOD_SAMPLES + SAMPLES_HEADER + later})
     run = load_run(folder)
     assert len(run.samples) == 120
     assert run.samples["value"].dtype == np.float64
+    assert any("repeated header" in note for note in run.notes)
+
+
+def test_duplicate_rows_are_dropped_with_a_note(tmp_path):
+    # The same file appended twice (header and all), and one reading copied in again with another value.
+    again = f"{T0 + 5},backend,mem_rss_bytes,99999\n"
+    other = "".join(f"{T0 + i},auth,mem_rss_bytes,{2000 + i}\n" for i in range(60))  # same times, another service
+    folder = _folder(tmp_path, {"samples.csv": GOOD_SAMPLES + GOOD_SAMPLES + again + other})
+    run = load_run(folder)
+    backend = run.samples[run.samples["service"] == "backend"]
+    assert len(backend) == 60 and len(run.samples) == 120
+    assert backend["value"].iat[5] == 1005  # the first reading is kept
+    note = next(note for note in run.notes if "duplicate" in note)
+    assert "samples.csv" in note and "61 duplicate row(s)" in note
+
+
+def test_duplicates_are_found_in_a_shuffled_file_too(tmp_path):
+    rows = GOOD_SAMPLES.splitlines(keepends=True)[1:]
+    shuffled = rows[::-1] + rows[10:20]
+    run = load_run(_folder(tmp_path, {"samples.csv": SAMPLES_HEADER + "".join(shuffled)}))
+    assert len(run.samples) == 60
+    assert any("dropped 10 duplicate" in note for note in run.notes)
+
+
+def test_no_note_without_duplicates(tmp_path):
+    assert not any("duplicate" in note for note in load_run(_folder(tmp_path, {})).notes)
+
+
+# name: (files, the value quoted and words the one-line error must contain)
+BAD_TIMES = {
+    "samples: far future": (
+        {"samples.csv": GOOD_SAMPLES + "1e12,backend,mem_rss_bytes,1\n" + f"{T0 + 61},backend,mem_rss_bytes,1\n"},
+        ["samples.csv", "row 62", "'ts'", "'1e12'", "more than a day after the file was last written"],
+    ),
+    "samples: milliseconds": (
+        {"samples.csv": SAMPLES_HEADER + f"{T0 * 1000:.0f},backend,mem_rss_bytes,1\n" + GOOD_SAMPLES[24:]},
+        ["samples.csv", "row 2", "'ts'", f"'{T0 * 1000:.0f}'", "milliseconds?"],
+    ),
+    "samples: before 2000": (
+        {"samples.csv": GOOD_SAMPLES + "12.5,backend,mem_rss_bytes,1\n" + f"{T0 + 61},backend,mem_rss_bytes,1\n"},
+        ["samples.csv", "row 62", "'ts'", "'12.5'", "before 2000-01-01"],
+    ),
+    "samples: negative": (
+        {"samples.csv": SAMPLES_HEADER + "-1760000000,backend,mem_rss_bytes,1\n" + GOOD_SAMPLES[24:]},
+        ["samples.csv", "row 2", "'-1760000000'", "before 2000-01-01"],
+    ),
+    "samples: infinite": (
+        {"samples.csv": SAMPLES_HEADER + "inf,backend,mem_rss_bytes,1\n" + GOOD_SAMPLES[24:]},
+        ["samples.csv", "row 2", "'ts'", "'inf'", "not a finite number"],
+    ),
+    "events: far future": (
+        {"events.csv": f"ts,event,detail\n{T0},load_start,\n4102444800,load_stop,\n"},
+        ["events.csv", "row 3", "'ts'", "'4102444800'", "more than a day"],
+    ),
+    "latency: before 2000": (
+        {"latency.csv": f"ts,type,name,ms,count\n{T0},WS,ws round trip,12,1\n0,WS,ws round trip,12,1\n"},
+        ["latency.csv", "row 3", "'ts'", "'0'", "before 2000-01-01"],
+    ),
+    "locust history: far future": (
+        {"locust_stats_history.csv": "Timestamp,User Count,Name,Requests/s,Failures/s\n99999999999,3,Aggregated,1,0\n"},
+        ["locust_stats_history.csv", "row 2", "'Timestamp'", "'99999999999'", "more than a day"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TIMES))
+@pytest.mark.parametrize("command", ["analyze", "report"])
+def test_implausible_times_are_refused_naming_row_and_value(tmp_path, capsys, case, command):
+    files, words = BAD_TIMES[case]
+    folder = _folder(tmp_path, files)
+    with pytest.raises(RunFolderError) as info:
+        load_run(folder)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
+    assert main([command, str(folder)]) == 2
+    assert capsys.readouterr().err == f"soak {command}: error: {message}\n"
+    assert not (folder / "report.html").exists()
+
+
+def test_the_future_is_judged_from_when_the_file_was_written(tmp_path):
+    import os
+
+    # Written a year ago (an archived run): readings from today are a year after the file was last written.
+    folder = _folder(tmp_path, {})
+    written = T0 - 365 * 86400
+    os.utime(folder / "samples.csv", (written, written))
+    with pytest.raises(RunFolderError, match="row 2, .*after the file was last written"):
+        load_run(folder)
+    # A store that resets modification times to 1980 says nothing: then the limit is a day from now.
+    os.utime(folder / "samples.csv", (315532800, 315532800))
+    assert len(load_run(folder).samples) == 60
+
+
+def test_torn_time_on_the_last_line_is_a_torn_line_not_a_bad_time(tmp_path):
+    folder = _folder(tmp_path, {"samples.csv": GOOD_SAMPLES + "17600"})
+    run = load_run(folder)
+    assert len(run.samples) == 60
+    assert any("torn last line" in note for note in run.notes)
+
+
+def test_a_row_with_too_many_fields_is_refused(tmp_path):
+    # Two rows run together when a newline was lost: the value read from it would be wrong.
+    merged = f"{T0 + 60},backend,mem_rss_bytes,1{T0 + 61},backend,mem_rss_bytes,2\n"
+    folder = _folder(tmp_path, {"samples.csv": GOOD_SAMPLES + merged + f"{T0 + 62},backend,mem_rss_bytes,3\n"})
+    with pytest.raises(RunFolderError, match=r"samples\.csv: row 62, 7 fields, the header has 4"):
+        load_run(folder)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"ts,service,metric,value \n", b"\xef\xbb\xbfts,service,metric,value\n", b" ts , service,metric,value\r\n"],
+)
+def test_header_with_spaces_or_a_byte_order_mark_loads(tmp_path, header):
+    folder = _folder(tmp_path, {"samples.csv": header + GOOD_SAMPLES.split("\n", 1)[1].encode()})
+    samples = load_run(folder).samples
+    assert list(samples.columns) == ["ts", "service", "metric", "value"] and len(samples) == 60
+
+
+def test_a_field_too_many_on_the_first_row_is_refused_too(tmp_path):
+    # pandas would take the first field of such a row as an index and read the rest as if nothing were wrong
+    folder = _folder(tmp_path, {"samples.csv": SAMPLES_HEADER + f"{T0},{T0},backend,mem_rss_bytes,5\n"})
+    with pytest.raises(RunFolderError, match="row 2, 5 fields, the header has 4"):
+        load_run(folder)
+
+
+def test_names_pandas_would_read_as_missing_are_names(tmp_path):
+    text = SAMPLES_HEADER + "".join(f"{T0 + i},NA,null,{i}\n" for i in range(5))
+    run = load_run(_folder(tmp_path, {"samples.csv": text}))
+    assert list(run.samples["service"].unique()) == ["NA"] and list(run.samples["metric"].unique()) == ["null"]
+
+
+def test_absent_events_file_is_noted(tmp_path):
+    run = load_run(_folder(tmp_path, {}))
+    assert run.events_found is False
+    assert any("events.csv: absent" in note for note in run.notes)
+    run = load_run(_folder(tmp_path / "other", {"events.csv": f"ts,event\n{T0},load_start\n"}))
+    assert run.events_found is True and not any("absent" in note for note in run.notes)
 
 
 def test_samples_only_folder_loads_with_defaults(tmp_path):
     run = load_run(_folder(tmp_path, {}))
     assert run.latency is None and run.stats is None and run.events.empty
     assert run.settings.found is False
-    assert [t["name"] for t in run.settings.latency_targets] == ["api", "ws round trip", "agent startup"]
+    names = ["api", "ws round trip", "agent startup", "time to first token", "token gap"]
+    assert [t["name"] for t in run.settings.latency_targets] == names
 
 
 def test_partial_scenario_keeps_the_other_defaults(tmp_path):

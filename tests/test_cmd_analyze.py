@@ -85,9 +85,12 @@ def test_leak_exits_1_with_one_line_per_failed_check(tmp_path, capsys):
 
 def test_interrupted_run_is_judged_and_flagged(tmp_path, capsys):
     folder = _run(tmp_path, extra_events=[(T0 + 2 * HOUR, "interrupted", "SIGTERM")])
-    assert main(["analyze", str(folder)]) == 0
-    assert "interrupted" in capsys.readouterr().out
-    assert json.loads((folder / "verdict.json").read_text())["interrupted"] is True
+    assert main(["analyze", str(folder)]) == 3  # incomplete: never 0 for a night that did not run to its end
+    out = capsys.readouterr().out
+    assert "interrupted" in out and out.splitlines()[-1].startswith("INCOMPLETE: ")
+    verdict = json.loads((folder / "verdict.json").read_text())
+    assert verdict["interrupted"] is True
+    assert verdict["status"] == "incomplete" and verdict["passed"] is False and "SIGTERM" in verdict["status_reason"]
 
 
 def test_baseline_regressions_are_flagged(tmp_path, capsys):

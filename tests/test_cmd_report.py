@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import write_report
+from analysis import analyze_and_write
 from analysis.synthetic import T0, build_run, timing_rows
 from soak.cli import main
 
@@ -18,6 +18,11 @@ MB = 1024.0 * 1024.0
 HOUR = 3600.0
 CHROMIUM = "/usr/bin/chromium"
 EVIL = "<script>document.title='pwned';window.pwned=1</script>"
+
+
+def write_report(folder: Path, baseline: Path | None = None) -> Path:
+    """What `soak report` writes: the run judged once, verdict.json, junit.xml and report.html."""
+    return analyze_and_write(folder, baseline=baseline).run.path / "report.html"
 
 
 def _run(tmp_path: Path, name: str = "run", leak: float = 5.0, evil: bool = False) -> Path:
@@ -73,8 +78,9 @@ def _run(tmp_path: Path, name: str = "run", leak: float = 5.0, evil: bool = Fals
 
 def test_report_is_self_contained_and_escaped(tmp_path, capsys):
     folder = _run(tmp_path, evil=True)
-    assert main(["report", str(folder)]) == 0
-    assert "report written to" in capsys.readouterr().out
+    assert main(["report", str(folder)]) == 1  # the run's status, as `soak analyze` exits: this run leaks
+    out = capsys.readouterr().out
+    assert out.startswith("FAILED: ") and "report written to" in out
     page = (folder / "report.html").read_text(encoding="utf-8")
     assert (folder / "verdict.json").exists() and (folder / "junit.xml").exists()
     assert "<script" not in page.lower()  # the only scripts would be the ones smuggled in through the run
@@ -155,22 +161,80 @@ def test_samples_only_interrupted_run_still_gets_a_report(tmp_path):
         events=[(T0, "load_start", ""), (T0 + 1800, "interrupted", "SIGINT")],
     )
     page = write_report(folder).read_text(encoding="utf-8")
-    assert 'class="verdict passed"' in page
+    assert 'class="verdict incomplete"' in page and "<h1>INCOMPLETE</h1>" in page  # never green (issue 10)
     assert "was interrupted" in page
     assert "no data" in page.lower()
 
 
-def test_report_after_analyze_reuses_it_unless_the_inputs_changed(tmp_path, monkeypatch):
-    from analysis import analyze_run, verdict
+def test_report_judges_the_run_once_and_never_reuses_a_stale_result(tmp_path, monkeypatch, capsys):
+    from analysis import verdict
 
-    folder = _run(tmp_path, leak=0.0)
-    assert analyze_run(folder)["passed"] is True
+    base = _run(tmp_path, name="base", leak=0.0)
+    folder = _run(tmp_path, name="tonight", leak=0.0)
     calls = []
     monkeypatch.setattr(verdict, "judge", lambda run, real=verdict.judge: calls.append(run.path) or real(run))
-    write_report(folder)
-    assert calls == []  # same unchanged folder: judged once
+    assert main(["report", str(folder), "--baseline", str(base)]) == 0
+    assert calls == [folder, base]  # each folder judged once; verdict.json is not read back
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("PASSED: ") and out[1] == f"report written to {folder / 'report.html'}"
     with (folder / "events.csv").open("a", encoding="utf-8") as handle:
         handle.write(f"{T0 + 7000:.3f},interrupted,SIGTERM\n")
-    write_report(folder)
-    assert calls == [folder]
+    main(["report", str(folder)])
+    assert calls == [folder, base, folder]  # no cache: a changed folder is judged again
     assert json.loads((folder / "verdict.json").read_text())["interrupted"] is True
+
+
+def test_a_baseline_given_as_an_analysis_is_not_judged_again(tmp_path, monkeypatch):
+    from analysis import analyze, verdict
+
+    base = analyze(_run(tmp_path, name="base", leak=0.0))
+    folder = _run(tmp_path, name="tonight", leak=8.0)
+    calls = []
+    monkeypatch.setattr(verdict, "judge", lambda run, real=verdict.judge: calls.append(run.path) or real(run))
+    analysis = analyze_and_write(folder, baseline=base, report=False)
+    assert calls == [folder] and analysis.baseline is base
+    assert analysis.verdict["baseline"]["regressed"] is True and not (folder / "report.html").exists()
+
+
+def test_a_report_with_a_fault_opens_in_headless_chromium(tmp_path):
+    """A run with a kill and a cascade: the faults table reads in the browser, and the time plots carry the band."""
+    if not Path(CHROMIUM).exists():
+        message = f"Debian's chromium is not at {CHROMIUM}: apt-get install chromium (as .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    import base64
+    import io
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from analysis.synthetic import fault_run
+
+    report = write_report(fault_run(tmp_path / "run", cascade=True))
+    shot = tmp_path / "faults.png"
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 4000})
+            page.goto(report.as_uri())
+            assert page.title().startswith("FAILED")
+            images = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+            assert len(images) >= 6 and all(images)
+            heading = page.locator("h2", has_text="Faults")
+            assert heading.is_visible()
+            table = page.locator("h2:has-text('Faults') ~ table").first
+            row = table.locator("tr").nth(1).inner_text()
+            assert "kill backend" in row and "+9:00" in row and "down: auth" in row
+            heading.scroll_into_view_if_needed()
+            page.screenshot(path=str(shot))
+            latency = page.locator("img").first.get_attribute("src").split(",", 1)[1]
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    # the band: FAULT_COLOR at FAULT_ALPHA over white, in the first time plot
+    with Image.open(io.BytesIO(base64.b64decode(latency))) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=int)
+    band = (np.abs(pixels - np.array([209, 177, 222])) < 14).all(axis=2)
+    assert band.sum() > 200

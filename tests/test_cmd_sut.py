@@ -15,8 +15,8 @@ import psutil
 import pytest
 import requests
 
+from runspec.scenario import SUT_SCHEMA
 from soak.cli import main
-from soak.scenario import SCHEMA
 from sut.launcher import SutConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ LINE = re.compile(r"^(auth|backend|agent)\s+(http://\S+)\s+pid (\d+)$")
 
 
 def test_sut_config_has_exactly_the_scenario_keys_and_defaults():
-    schema = {key: default for key, (_kind, default) in SCHEMA["sut"].items()}
+    schema = {name: key.default for name, key in SUT_SCHEMA.items()}
     config = dataclasses.asdict(SutConfig())
     assert config == schema
 
@@ -87,7 +87,9 @@ def test_flags_reach_the_services():
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--rate-limit", "-1"], "--rate-limit: must be >= 0"),
+        (["--rate-limit", "-1"], "--rate-limit: expected a whole number >= 0"),
+        (["--rate-window", "inf"], "--rate-window: not a finite duration"),
+        (["--access-token-ttl", "0"], "--access-token-ttl: must be above 0"),
         (["--agent-step", "soon"], "--agent-step: not a duration"),
         (["--upload-max-bytes", "1.5"], "--upload-max-bytes: expected a whole number"),
         (["--scenario", "no-such-scenario"], "no-such-scenario"),
@@ -118,4 +120,4 @@ def test_service_processes_reject_bad_environment_values():
         [sys.executable, "-m", "sut", "backend", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "sut backend: error: SUT_RATE_LIMIT: expected a whole number, got 'lots'"
+    assert result.stderr.strip() == "sut backend: error: SUT_RATE_LIMIT: expected a whole number >= 0, got 'lots'"

@@ -90,6 +90,23 @@ def test_record_intervals_merge_and_write(tmp_path):
     ]
 
 
+def test_a_recovery_keeps_the_second_it_completed_in_while_other_timings_keep_ten():
+    from locustfiles.timings import TimingRecord
+
+    worker, master = TimingRecord(), TimingRecord()
+    worker.add("WS", "ws round trip", 5.0, now=1003.7)
+    worker.add("WS", "ws recovery", 2500.0, now=1003.7)
+    worker.add("WS", "ws round trip", 5.0, now=1007.2)  # the interval's cache still serves the 10 s rows
+    worker.add("WS", "ws recovery", 2500.0, now=1007.2)
+    master.merge(worker.take_all())
+    # a second's group is written as late as an interval starting then would be: never before its data is in
+    assert master.take_closed(now=1018.5, grace=5.0) == [
+        [1000, "WS", "ws round trip", 5.0, 2],
+        [1003, "WS", "ws recovery", 2500.0, 1],
+    ]
+    assert master.take_all() == [[1007, "WS", "ws recovery", 2500.0, 1]]
+
+
 def test_record_is_bounded_by_distinct_values_not_requests():
     from locustfiles.timings import TimingRecord
 
@@ -163,7 +180,8 @@ def test_shapes():
 
 
 def test_scenario_defaults_and_errors(tmp_path):
-    from locustfiles.options import ScenarioFileError, load_settings
+    from locustfiles.options import load_settings
+    from runspec import ScenarioError
 
     default = load_settings("")
     assert default.users["ChattingUser"]["weight"] == 1 and default.run_dir is None
@@ -176,11 +194,72 @@ def test_scenario_defaults_and_errors(tmp_path):
     assert settings.shape["kind"] == "wave" and settings.sut["rate_limit"] == 7
     assert settings.auth_host == "http://127.0.0.1:1" and (tmp_path / "run").is_dir()
     path.write_text("[users.ChattingUser]\nweight = 0\n")
-    with pytest.raises(ScenarioFileError, match="weight 0"):
+    with pytest.raises(ScenarioError, match="weight 0"):
         load_settings(str(path))
     path.write_text("[users.Robot]\nweight = 1\n")
-    with pytest.raises(ScenarioFileError, match=r"users\.Robot: unknown user class"):
+    with pytest.raises(ScenarioError, match=r"users\.Robot: unknown user class"):
         load_settings(str(path))
+
+
+def test_scenario_is_read_as_everywhere_else(tmp_path):
+    from locustfiles.options import load_settings, user_defaults
+    from runspec import ScenarioError, load_scenario, resolve
+
+    path = tmp_path / "s.toml"
+    path.write_text("[shape]\nusers = 5\nuserz = 6\n")  # an unknown key is refused here too, not skipped
+    with pytest.raises(ScenarioError) as here:
+        load_settings(str(path))
+    with pytest.raises(ScenarioError) as there:
+        load_scenario(str(path))
+    assert str(here.value) == str(there.value) and str(here.value).startswith(f"{path}: shape.userz: unknown key")
+    with pytest.raises(ScenarioError, match=r"^--soak-scenario .*nothing\.toml: no such file$"):
+        load_settings(str(tmp_path / "nothing.toml"))
+    # the resolved scenario, every default filled in by runspec
+    settings = load_settings("")
+    assert settings.shape == resolve({})["shape"] and settings.scenario_path == "<defaults>"
+    assert settings.sut["rate_limit"] == 5 and settings.user("UploadingUser") == user_defaults()
+    assert user_defaults()["weight"] == 0
+
+
+def test_web_ui_slope_is_the_verdicts_mb():
+    import numpy as np
+
+    from analysis import leak_slope
+    from locustfiles.servicetab import service_rows
+    from runspec.units import MB
+    from sampler.trend import Trend
+    from soak.progress import memory_slopes
+
+    trend = Trend()
+    for i in range(60):  # 4 MiB/h: 4 * 2**20 bytes per hour, sampled every 10 s
+        trend.add({("backend", "mem_rss_bytes"): (1_700_000_000.0 + 10 * i, 100 * MB + 4 * MB * i * 10 / 3600)})
+    latest = {("backend", "mem_rss_bytes"): (1_700_000_590.0, 104 * MB)}
+    row = service_rows(latest, trend, 1_700_000_600.0)[0]
+    ts, values = np.array(trend.points("backend", "mem_rss_bytes")).T
+    per_hour = leak_slope(ts, values)[0]
+    assert row["slope_mb_per_hour"].startswith(f"{per_hour / MB:+.1f} ") and row["slope_mb_per_hour"][:4] == "+4.0"
+    assert f"{memory_slopes(trend)['backend']:+.1f}" == "+4.0"
+    assert row["rss_mb"] == "104.0"
+    assert row["leak"] == "(not judged yet)"
+
+
+def test_web_ui_leak_column_shows_each_services_worst_early_verdict():
+    from locustfiles.servicetab import service_rows
+    from sampler.trend import Trend
+
+    latest = {(name, "mem_rss_bytes"): (1_700_000_590.0, 1e8) for name in ("agent", "auth", "backend")}
+    early = [
+        {"service": "backend", "metric": "open_fds", "state": "clean so far", "reason": ""},
+        {"service": "backend", "metric": "mem_rss_bytes", "state": "confirmed leak", "reason": "grows 20 MB/h"},
+        {"service": "auth", "metric": "mem_rss_bytes", "state": "undecided", "reason": "too short"},
+        {"service": "auth", "metric": "open_fds", "state": "clean so far", "reason": ""},
+    ]
+    rows = {row["service"]: row["leak"] for row in service_rows(latest, Trend(), 1_700_000_600.0, early)}
+    assert rows == {
+        "agent": "(not judged yet)",
+        "auth": "undecided",
+        "backend": "confirmed leak: mem_rss_bytes grows 20 MB/h",
+    }
 
 
 # --- event checks
@@ -289,3 +368,110 @@ def test_pending_exchanges_are_capped(env):
     accepted = [inbox.expect(Exchange(f"m{i}", CHAT_STEPS, CHAT_NAMES, Reporter(env))) for i in range(MAX_PENDING + 1)]
     assert accepted.count(True) == MAX_PENDING and len(inbox.pending) == MAX_PENDING
     assert env.errors()[0] == "ws round trip: too many messages in flight on one connection"
+
+
+# --- the delivery ledger and the reconnecting tab's pieces
+
+CHAT = ["ack", "agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
+
+
+def ledger_inbox(env, lost_after=10.0):
+    from locustfiles.exchange import Reporter
+    from locustfiles.ledger import Ledger, LedgerInbox
+
+    ledger = Ledger(Reporter(env), lost_after)
+    return ledger, LedgerInbox(Reporter(env), ledger)
+
+
+def test_ledger_judges_each_message_once(env):
+    ledger, inbox = ledger_inbox(env)
+    for message_id in ("ok", "gap", "twice", "swap", "refused"):
+        ledger.expect(message_id, {"type": "chat_message", "id": message_id}, now=0.0)
+    feed(inbox, CHAT, "ok", first_id=100)
+    feed(inbox, ["ack", "agent_started", "tool_executing", "tool_completed", "agent_completed"], "gap", first_id=200)
+    feed(inbox, ["ack", "ack", *CHAT[1:]], "twice", first_id=300)
+    feed(inbox, ["ack", "agent_thinking", "agent_started", *CHAT[3:]], "swap", first_id=400)
+    inbox.handle({"type": "error", "code": "AGENT_UNAVAILABLE", "reply_to": "refused"}, 1.0)
+    assert env.names(ok=True) == ["ledger complete"]
+    assert env.errors() == [
+        "ledger lost: agent_thinking missing before agent_completed",
+        "ledger duplicate: ack twice",
+        "ledger order: agent_started after agent_thinking",
+    ]
+    assert ledger.counts == {"complete": 1, "lost": 1, "duplicate": 1, "order": 1, "refused": 1}
+    assert ledger.open == {}
+    # a second reply after a complete one is a duplicate, once; nothing is foreign
+    feed(inbox, CHAT, "ok", first_id=500)
+    assert env.errors()[-1] == "ledger duplicate: ack after the reply was complete (a second reply)"
+    assert len(env.errors()) == 4 and inbox.last_event_id == 505
+
+
+def test_ledger_resend_lists_and_deadline(env):
+    ledger, inbox = ledger_inbox(env, lost_after=5.0)
+    ledger.expect("unacked", {"type": "chat_message", "id": "unacked"}, now=0.0)
+    ledger.expect("half", {"type": "chat_message", "id": "half"}, now=0.0)
+    ledger.expect("watched", None, now=0.0)  # another tab sent it: never resent from here
+    feed(inbox, ["ack", "agent_started"], "half", first_id=10)
+    feed(inbox, ["ack"], "watched", first_id=12)
+    assert [e.id for e in ledger.unacked(connection=2, now=1.0)] == ["unacked"]
+    # replay_truncated on that connection: incomplete replies start over; what was not resent there yet is resent
+    assert [e.id for e in ledger.truncated(connection=2, now=1.0)] == ["half"]
+    assert all(e.seen == 0 and not e.acked for e in ledger.open.values())
+    # a resend acked from the first send is not a step, and makes the message acked
+    inbox.handle({"type": "ack", "reply_to": "unacked", "duplicate": True, "ack_event_id": 9}, 1.5)
+    assert ledger.open["unacked"].acked and ledger.open["unacked"].seen == 0 and env.fired == []
+    feed(inbox, CHAT, "half", first_id=20, now=2.0)
+    # the deadline counts from the last send and the last reconnect
+    ledger.sweep(now=5.5, connected_at=3.0)
+    assert env.errors() == []
+    ledger.sweep(now=8.5, connected_at=3.0)
+    assert env.errors() == ["ledger lost: no agent_completed within 5 s"] * 2
+    assert env.names(ok=True) == ["ledger complete"] and ledger.open == {}
+
+
+def test_ledger_event_after_its_exchange_ended_is_ours(env):
+    from locustfiles.exchange import CHAT_NAMES, CHAT_STEPS, Exchange, Reporter
+
+    ledger, inbox = ledger_inbox(env)
+    exchange = Exchange("m1", CHAT_STEPS, CHAT_NAMES, Reporter(env), timed=False)
+    ledger.expect("m1", {"type": "chat_message", "id": "m1"}, now=0.0)
+    inbox.expect(exchange)
+    feed(inbox, ["ack"], "m1", first_id=40)
+    exchange.fail("gave up before {step}")  # an outage outlived its wait
+    feed(inbox, CHAT[1:], "m1", first_id=41)
+    assert env.errors() == [] and env.names(ok=True) == ["ledger complete"] and inbox.last_event_id == 45
+
+
+def test_ledger_is_bounded(env):
+    from locustfiles.ledger import MAX_DONE, MAX_OPEN
+
+    ledger, inbox = ledger_inbox(env)
+    for i in range(MAX_OPEN + 1):
+        ledger.expect(f"m{i}", {"type": "chat_message"}, now=0.0)
+    assert len(ledger.open) == MAX_OPEN and "m0" not in ledger.open
+    assert env.errors() == ["ledger lost: forgotten: too many messages awaiting a reply"]
+    for i in range(1, MAX_OPEN + 1):
+        feed(inbox, CHAT, f"m{i}", first_id=1000 + 10 * i)
+    assert ledger.open == {} and len(ledger.done) == MAX_DONE
+    assert ledger.counts["complete"] == MAX_OPEN
+
+
+def test_backoff_grows_is_capped_and_jittered():
+    from locustfiles.reconnect import backoff
+
+    low = [backoff(n, 0.5, 8.0, rand=lambda: 0.0) for n in range(8)]
+    high = [backoff(n, 0.5, 8.0, rand=lambda: 1.0) for n in range(8)]
+    assert high == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    assert low == [h / 2 for h in high]
+    assert backoff(10_000, 0.5, 8.0) <= 8.0  # no overflow for an absurd attempt number
+
+
+def test_policy_reads_the_user_table_with_defaults():
+    from locustfiles.options import user_defaults
+    from locustfiles.reconnect import HEARTBEAT_INTERVAL, RECONNECT_ATTEMPTS, Policy
+
+    policy = Policy.for_user(user_defaults())
+    assert policy.heartbeat_interval == HEARTBEAT_INTERVAL and policy.attempts == RECONNECT_ATTEMPTS
+    assert policy.lost_after == 10.0
+    tuned = Policy.for_user({**user_defaults(), "heartbeat_interval": 1.0, "reconnect_attempts": 3})
+    assert tuned.heartbeat_interval == 1.0 and tuned.attempts == 3

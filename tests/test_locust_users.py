@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ ALL_NAMES = {
     ("WS", "rate limit"),
     ("WS", "reconnect replay"),
     ("WS", "ws token refresh"),
+    ("WS", "ledger complete"),
+    ("WS", "ws resend"),  # ReconnectingUser's losses before an ack
     ("POST", "POST /auth/login"),
     ("POST", "POST /auth/refresh"),
     ("POST", "POST /auth/upgrade"),
@@ -58,8 +61,10 @@ def run_locust(
     stop_after: float | None = None,
     stop_signal: int = signal.SIGTERM,
     timeout: float = 120.0,
+    during: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess:
-    """The command the runner uses; with ``stop_after``, the signal is sent that many seconds after the load began."""
+    """The command the runner uses; with ``stop_after``, the signal is sent that many seconds after the load began;
+    ``during`` is called (in this thread) once the load began, e.g. to inject a fault."""
     run_dir.mkdir(parents=True, exist_ok=True)
     command = [
         str(LOCUST), "-f", str(SHAPED), "--headless", "--only-summary",
@@ -74,6 +79,9 @@ def run_locust(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     try:
+        if during is not None:
+            wait_for_load(run_dir, process)
+            during()
         if stop_after is not None:
             wait_for_load(run_dir, process)
             try:
@@ -160,7 +168,9 @@ def test_every_user_class_on_a_clean_sut(sut, tmp_path):
     # the exact record counts every successful request Locust counted, name by name
     assert latency_counts(run_dir) == Counter({key: ok - failed for key, (ok, failed) in stats.items()})
     rows = gc_rows(run_dir)
-    assert {row["metric"] for row in rows} == {"gc_pause_max_ms", "gc_pause_total_ms", "gc_collections"}
+    generator_metrics = {"gc_pause_max_ms", "gc_pause_total_ms", "gc_collections"}
+    generator_metrics |= {"hub_lag_max_ms", "hub_blocked_ms", "worker_cpu_max_percent"}
+    assert {row["metric"] for row in rows} == generator_metrics
     assert sum(float(row["value"]) for row in rows if row["metric"] == "gc_collections") > 0
     assert (run_dir / "locust_report.html").stat().st_size > 0
 

@@ -1,7 +1,8 @@
 """The docker source's arithmetic on real stats payloads as the Docker Engine API returns them.
 
-There is no Docker engine on this machine, so the engine is mocked in the one test that drives DockerSource (a
-stand-in client whose ``api.stats`` returns the payloads below); everything else is the arithmetic itself.
+These payloads cover engines this machine does not run (cgroup v2, the API reference's example), so the one test here
+that drives DockerSource hands it the payloads below in place of the engine's stats stream; tests/test_containers.py
+reads a real engine's containers.
 
 Payloads and where they come from:
 - V1_DOCS: the example response of GET /containers/{id}/stats in the Docker Engine API reference (moby/moby
@@ -184,19 +185,27 @@ def test_a_stopped_container_has_no_readings():
 
 
 class FakeEngine:
-    """Stands in for docker.DockerClient (no engine exists here): ``api.stats`` answers one-shot payloads in turn."""
+    """Stands in for docker.DockerClient where these payloads are concerned: ``api.events`` has no OOM kill.
+    (tests/test_containers.py drives the same source against a real engine.)"""
 
-    def __init__(self, payloads):
-        self.payloads = list(payloads)
-        self.calls = []
+    def __init__(self):
         self.api = self
 
-    def stats(self, container, stream, one_shot):
-        self.calls.append((container, stream, one_shot))
-        payload = self.payloads.pop(0)
+    def events(self, since, until, filters, decode):
+        return iter(())
+
+
+def feed(payloads):
+    """The latest payload, one per read, as the source's stats stream would hand them over."""
+    payloads = list(payloads)
+
+    def latest():
+        payload = payloads.pop(0)
         if isinstance(payload, Exception):
             raise payload
         return payload
+
+    return latest
 
 
 class NotFound(Exception):  # docker.errors.NotFound, matched by name so the SDK import stays lazy
@@ -214,7 +223,7 @@ def one_shot(payload, total_usage, system_usage):
 
 def test_docker_source_computes_cpu_between_its_own_one_shot_readings_and_sees_restarts():
     base = V2_REAL["cpu_stats"]
-    engine = FakeEngine(
+    payloads = feed(
         [
             one_shot(V2_REAL, base["cpu_usage"]["total_usage"], base["system_cpu_usage"]),
             one_shot(V2_REAL, base["cpu_usage"]["total_usage"] + 6_000_000_000, base["system_cpu_usage"] + 12e9),
@@ -222,12 +231,11 @@ def test_docker_source_computes_cpu_between_its_own_one_shot_readings_and_sees_r
             one_shot(V2_REAL, 1_000_000, base["system_cpu_usage"] + 30e9),  # recreated: counters start again
         ]
     )
-    source = DockerSource("backend", parse_source("docker:backend"), client=engine)
+    source = DockerSource("backend", parse_source("docker:backend"), client=FakeEngine(), stats=payloads)
     first = source.read(make_tick())
     second = source.read(make_tick())
     gone = source.read(make_tick())
     back = source.read(make_tick())
-    assert engine.calls[0] == ("backend", False, True)
     assert "cpu_percent" not in first  # no previous reading yet: nothing rather than a made-up 0
     assert second["cpu_percent"] == pytest.approx(6e9 / 12e9 * 12 * 100)
     assert gone == {}

@@ -108,30 +108,20 @@ def test_restarted_service_is_found_again_without_values_for_the_gap(tmp_path):
         port = sut.ports["agent"]
         sampler = Sampler({"agent": f"port:{port}", "auth": f"port:{sut.ports['auth']}"}, tmp_path, interval=0.1)
         sampler.start()
-        replacement = None
         try:
             wait_for(lambda: ("agent", "mem_rss_bytes") in sampler.latest())
             old_pid = sut.pids["agent"]
-            sut.processes["agent"].kill()
-            sut.processes["agent"].wait()
+            sut.kill("agent")  # SIGKILL; without supervise it stays down
             killed_at = time.time()
             time.sleep(0.6)  # several ticks with the service down
             restarted_at = time.time()
-            replacement = subprocess.Popen(
-                [sys.executable, "-m", "sut", "agent", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            assert "listening" in replacement.stdout.readline()
+            # A new process on the same port, as an orchestrator would start it (the launcher holds the port).
+            new_pid = sut.restart("agent")
+            assert new_pid != old_pid and sut.ports["agent"] == port
             wait_for(lambda: "service_restart" in events_text(tmp_path))
             wait_for(lambda: sampler.latest().get(("agent", "mem_rss_bytes"), (0,))[0] > restarted_at)
         finally:
             sampler.stop()
-            if replacement is not None:
-                replacement.kill()
-                replacement.wait()
     rows = [line.split(",") for line in (tmp_path / "samples.csv").read_text().splitlines()[1:]]
     gap = [r for r in rows if r[1] == "agent" and killed_at < float(r[0]) < restarted_at]
     assert gap == []  # nothing made up while it was down ...
@@ -139,7 +129,7 @@ def test_restarted_service_is_found_again_without_values_for_the_gap(tmp_path):
     assert any(r[1] == "agent" and float(r[0]) > restarted_at for r in rows)
     events = events_text(tmp_path)
     assert f"agent: pid {old_pid} exited" in events
-    assert f"pid {replacement.pid}" in events
+    assert f"pid {new_pid}" in events
 
 
 def test_a_service_that_starts_listening_after_it_was_found_gets_its_connections_counted(tmp_path):

@@ -18,6 +18,8 @@ def test_every_kind_parses():
     pg = parse_source("postgres:postgresql+psycopg://postgres@127.0.0.1:5432/test#all")
     assert pg.target == "postgresql+psycopg://postgres@127.0.0.1:5432/test" and pg.all_databases
     assert parse_source("prometheus:http://127.0.0.1:8001/metrics").selectors == ()
+    assert parse_source("health:https://chat.example.com/health").target == "https://chat.example.com/health"
+    assert parse_source("tcp:db.internal:5432").target == "db.internal:5432"
 
 
 def test_prometheus_mapping_with_labels_and_renames():
@@ -64,6 +66,8 @@ def test_services_are_checked_as_a_whole(tmp_path):
         parse_services({"bad name": "pid:1"})
     with pytest.raises(SourceSpecError, match="would both write its process metrics"):
         parse_services({"backend": ["port:8001", "pid:12"]})
+    with pytest.raises(SourceSpecError, match="would both write its health"):
+        parse_services({"backend": ["health:http://127.0.0.1:8001/health", "tcp:127.0.0.1:8001"]})
     with pytest.raises(SourceSpecError, match=r"service 'backend': source spec 'port:x'"):
         Sampler({"backend": ["port:x"]}, tmp_path)
     assert not (tmp_path / "samples.csv").exists()  # a bad spec is refused before anything is written

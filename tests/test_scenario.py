@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from soak.scenario import SCENARIO_DIR, ScenarioError, load_scenario, parse_duration, write_resolved
+from runspec.scenario import SCENARIO_DIR, ScenarioError, load_scenario, parse_duration
+from soak.scenario import write_resolved
 
 SHIPPED = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
 
@@ -41,7 +42,18 @@ def test_leak_check_pair_differs_only_in_the_leak_switch():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [(90, 90.0), (1.5, 1.5), ("90s", 90.0), ("2m", 120.0), ("1h30m", 5400.0), ("24h", 86400.0), ("0.5s", 0.5)],
+    [
+        (90, 90.0),
+        (1.5, 1.5),
+        ("90s", 90.0),
+        ("2m", 120.0),
+        ("1h30m", 5400.0),
+        ("24h", 86400.0),
+        ("0.5s", 0.5),
+        ("150ms", 0.15),
+        ("1s500ms", 1.5),
+        ("90", 90.0),
+    ],
 )
 def test_parse_duration(text, expected):
     assert parse_duration(text) == expected

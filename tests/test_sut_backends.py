@@ -69,8 +69,10 @@ def test_redis_that_does_not_answer_is_named_when_the_sut_cannot_start(tmp_path)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"  # nothing listens there
+    # long enough for the backend to start answering (503 naming redis) on a busy machine: the wait ends only at
+    # the timeout, since the sut never becomes healthy with a dead Redis
     with pytest.raises(SutError) as caught:
-        start_sut(SutConfig(redis_url=dead), log_dir=tmp_path, timeout=4)
+        start_sut(SutConfig(redis_url=dead), log_dir=tmp_path, timeout=15)
     assert "never became healthy" in str(caught.value) and "redis" in str(caught.value)
 
 
