@@ -10,6 +10,8 @@ Three rules, the first that has the data judges, and the entry says which (``rul
 3. ``count trend`` (no baseline and no drain to read, or a gauge with no zero to return to): the floor of the gauge
    under load (window minima, so idle jitter and request bursts fall away) must not climb. Counts move in integer
    steps with little noise: a few steps up that never come back down are a signal, where memory would need a rate.
+   After a restart, a floor that climbs back to no more than what the previous life held under load is clients
+   re-opening what the restart dropped, not a leak.
 The first sample under load is never taken as "the level before load": under load it already holds the load.
 """
 
@@ -43,6 +45,8 @@ COUNT_STEPS = 3.0  # count trend: a floor up by this many steps (scenario: leaks
 BACK_SHARE = 0.2  # ... that came back down by no more than this share of its rise (or one step) ...
 TAIL_STEPS = 1.0  # ... and still rose by at least one step after its largest jump (a pool that filled and stays
 # full rose once and then held: not a leak).
+REFILL_MIN_SAMPLES = 3  # a restarted service's floor may climb back to what its previous life held under load
+# (the median of at least this many samples): clients re-open what the restart dropped, one by one.
 
 
 def has_baseline(ts: np.ndarray, load_start: float | None) -> bool:
@@ -195,6 +199,7 @@ def judge_trend(
     ts, values = _sorted_finite(ts, values)
     pick = (ts >= start) & (ts <= end)
     ts, values = ts[pick], values[pick]
+    held = _held_before_restart(ts, values, breaks)
     if ts.size < MIN_SAMPLES:
         return Judgement(None, f"no data: {ts.size} samples under load after warm-up, need {MIN_SAMPLES} for a trend")
     env_t, env_v, seg = lower_envelope(ts, values, segment_starts(ts, breaks))
@@ -238,4 +243,23 @@ def judge_trend(
         return verdict(
             False, f"rose near +{fmt_duration(float(t[tail]) - origin)}, then held (a pool filled to its size): {said}"
         )
+    if held is not None and last <= held[1] + tolerance:
+        details["held_before_restart"] = held[1]
+        when = f"+{fmt_duration(held[0] - origin)}"
+        return verdict(
+            False, f"refilled after the restart at {when} to no more than the {held[1]:.6g} held before it: {said}"
+        )
     return verdict(True, f"climbs and never comes back: {said} (no baseline needed)")
+
+
+def _held_before_restart(ts: np.ndarray, values: np.ndarray, breaks: list[float]) -> tuple[float, float] | None:
+    """(the last restart inside the judged samples, the median level of the life before it), or None."""
+    inside = [b for b in breaks if ts.size and ts[0] < b <= ts[-1]]
+    if not inside:
+        return None
+    last = max(inside)
+    before = [b for b in inside if b < last]
+    life = values[(ts >= (max(before) if before else ts[0])) & (ts < last)]
+    if life.size < REFILL_MIN_SAMPLES:
+        return None
+    return last, float(np.median(life))

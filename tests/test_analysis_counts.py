@@ -168,3 +168,28 @@ def test_a_service_restarted_during_the_run_is_not_drained_to_another_processs_l
     assert without.leaking is True and without.details["rule"] == "drain"  # the comparison the restart undoes
     verdict = judge_count(ts, values, "open_fds", **window, **common, breaks=[restart])
     assert verdict.details["rule"] != "drain" and verdict.leaking is not True, verdict.reason
+
+
+@pytest.mark.parametrize("top", [24, 34], ids=["refills to its old level", "climbs past it"])
+def test_a_restarted_service_refilling_its_connections_is_not_a_leak(top):
+    """Seen in CI (a 1 minute run, sampled every second): after a restart the users re-open their connections one by
+    one, so the new process's fds climb until the load stops. Back to the level the old process held under the same
+    load is a refill; past it is a leak."""
+    from analysis.counts import judge_count
+
+    load_start, load_stop, drain_end = T0 + 3.0, T0 + 65.0, T0 + 73.0
+    ts = np.arange(T0, drain_end, 1.0)
+    restart = T0 + 19.0
+    climb = 12.0 + np.floor((ts - restart) / (load_stop - restart) * (top - 11.0)) + (ts.astype(int) % 3 == 0)
+    busy = np.where(ts.astype(int) % 2 == 0, 20.0, 27.0)  # the old process: 20 held, 7 more while requests run
+    values = np.where(ts < load_start, 12.0, np.where(ts < restart, busy, climb))
+    values = np.where(ts > load_stop, 14.0, values)  # everything is given back once the load is gone
+    window = {"load_start": load_start, "load_stop": load_stop, "drain_end": drain_end}
+    common = {"start": T0 + 13.0, "end": load_stop, "origin": load_start, "tolerance": 0.0}
+    verdict = judge_count(ts, values, "open_fds", **window, **common, breaks=[restart])
+    assert verdict.details["rule"] == "count trend"
+    if top > 26:
+        assert verdict.leaking is True, verdict.reason
+    else:
+        assert verdict.leaking is False and "refilled after the restart" in verdict.reason, verdict.reason
+        assert verdict.details["held_before_restart"] == 23.5
