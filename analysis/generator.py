@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.latency import judged_start, select, weighted_percentiles
+from analysis.latency import WS_TYPE, judged_start, select, weighted_percentiles
 from analysis.runfolder import Run
 from runspec import folder
 from runspec.units import LOAD_GENERATOR
@@ -255,29 +255,35 @@ def load_model(run: Run) -> dict[str, Any]:
             "users and shows in few samples (coordinated omission may hide stalls); [arrival] rate runs an open "
             "model that keeps sending on schedule",
         }
+    start, stop = run.first_event(folder.LOAD_START), run.last_event(folder.LOAD_STOP)
+    seconds = (stop - start) if start is not None and stop is not None and stop > start else math.nan
+    messages = _schedule_kept(run, seconds, rest=False)
+    judged = arrival.get("judge", "intended")
+    note = (
+        f"open model: {rate:g} messages/s asked, {messages['achieved_rate']:.3g}/s sent, {messages['dropped']} dropped"
+        f" (later than {float(arrival.get('max_late', 1.0)):g} s), send lateness p99 {messages['lateness_p99_ms']:.3g}"
+        f" ms; round trips judged from the {'intended send time' if judged == 'intended' else 'actual send'}"
+    )
+    rest_rate = float(arrival.get("rest_rate", 0.0) or 0.0)
+    rest: dict[str, Any] = {}
+    if rest_rate > 0:
+        rest = {"rate": rest_rate, **_schedule_kept(run, seconds, rest=True)}
+        note += (
+            f"; REST calls: {rest_rate:g}/s asked, {rest['achieved_rate']:.3g}/s sent, {rest['dropped']} dropped,"
+            f" lateness p99 {rest['lateness_p99_ms']:.3g} ms"
+        )
+    return {"model": "open", "rate": rate, **messages, "rest": rest, "judge": judged, "note": note}
+
+
+def _schedule_kept(run: Run, seconds: float, rest: bool) -> dict[str, Any]:
+    """Sends, drops and lateness of one schedule: the messages' (request type WS) or the REST calls'."""
     sent = dropped = 0
     late_p99 = math.nan
     if run.latency is not None and not run.latency.empty:
-        sends, drops = select(run.latency, SEND_LATENESS), select(run.latency, folder.SEND_DROPPED)
+        frame = run.latency[run.latency["type"] == (folder.REST_SCHEDULE_TYPE if rest else WS_TYPE)]
+        sends, drops = select(frame, SEND_LATENESS), select(frame, folder.SEND_DROPPED)
         sent, dropped = int(sends["count"].sum()), int(drops["count"].sum())
         if sent:
             late_p99 = weighted_percentiles(sends["ms"].to_numpy(), sends["count"].to_numpy(), [99.0])[0]
-    start, stop = run.first_event(folder.LOAD_START), run.last_event(folder.LOAD_STOP)
-    seconds = (stop - start) if start is not None and stop is not None and stop > start else math.nan
     achieved = sent / seconds if math.isfinite(seconds) else math.nan
-    judged = arrival.get("judge", "intended")
-    note = (
-        f"open model: {rate:g} messages/s asked, {achieved:.3g}/s sent, {dropped} dropped (later than "
-        f"{float(arrival.get('max_late', 1.0)):g} s), send lateness p99 {late_p99:.3g} ms; round trips judged from "
-        f"the {'intended send time' if judged == 'intended' else 'actual send'}"
-    )
-    return {
-        "model": "open",
-        "rate": rate,
-        "achieved_rate": achieved,
-        "sent": sent,
-        "dropped": dropped,
-        "lateness_p99_ms": late_p99,
-        "judge": judged,
-        "note": note,
-    }
+    return {"achieved_rate": achieved, "sent": sent, "dropped": dropped, "lateness_p99_ms": late_p99}

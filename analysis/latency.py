@@ -102,8 +102,8 @@ def judged_start(run: Run) -> tuple[float | None, str]:
 
 def selected(frame: pd.DataFrame, name: str) -> np.ndarray:
     """Which rows belong to one target name; "api" is every HTTP request type together."""
-    if name == API:
-        return ((frame["type"] != WS_TYPE) & ~frame["name"].isin(NOT_LATENCY)).to_numpy()
+    if name == API:  # the open model's other view of a call is the same call again: never part of "api"
+        return ((frame["type"] != WS_TYPE) & ~frame["name"].isin(NOT_LATENCY)).to_numpy() & ~other_view(frame)
     return (frame["name"] == name).to_numpy()
 
 

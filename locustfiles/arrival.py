@@ -11,6 +11,10 @@ carries it) and the rest (a late wake-up, a login) is the client falling behind 
 from the intended time (judge = intended: a stall delays every message due during it) and from the send (the
 closed model's view); the one the targets do not judge is recorded under its suffix (exchange.Exchange.time_from).
 
+REST calls (``rest_rate``: the thread's history, as people reopen a conversation) keep a schedule of their own in a
+greenlet of the user's (OpenRest), each call in a greenlet of its own up to ``max_in_flight``, timed the same way;
+their lateness and drops are recorded under the same names with request type ``HTTP`` (the messages' are ``WS``).
+
 The global rate is reached when ``shape.users`` users run: a step, spike or wave shape scales it with the users.
 This module does not import Locust.
 """
@@ -20,15 +24,19 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent.pool import Pool
 
 from locustfiles.exchange import Exchange, new_id
+from locustfiles.timings import record_timing
 from runspec import folder
 
 INTENDED = "intended"
 SLOT_POLL = 0.005  # seconds between looks for a free in-flight slot
+CLOSE_TIMEOUT = 1.0  # seconds on_stop waits for the REST schedule's greenlets to die
 
 
 class Schedule:
@@ -62,18 +70,18 @@ class OpenChat:
         intended = self.schedule.advance()
         self._reap(user)
         free_at = intended
-        while len(self.in_flight) >= self.max_in_flight and self._late(intended) <= self.max_late:
+        while len(self.in_flight) >= self.max_in_flight and _late(intended) <= self.max_late:
             self.in_flight[0].done.wait(SLOT_POLL)  # any reply may free a slot: look again soon
             self._reap(user)
             free_at = time.perf_counter()
-        ready = self._late(intended) <= self.max_late and user.ready()  # ready() may log in or reconnect
-        late_ms = self._late(intended) * 1000.0
+        ready = _late(intended) <= self.max_late and user.ready()  # ready() may log in or reconnect
+        late_ms = _late(intended) * 1000.0
         if not ready or late_ms > self.max_late * 1000.0:
             user.report.timing(folder.SEND_DROPPED, late_ms)
             return
         # The generator's own lateness: a wait for a reply to free a slot is the server's, and the round trip timed
         # from the intended time carries it; what is left (a late wake-up, a login) is the client falling behind.
-        user.report.timing(folder.SEND_LATENESS, self._late(max(intended, free_at)) * 1000.0)
+        user.report.timing(folder.SEND_LATENESS, _late(max(intended, free_at)) * 1000.0)
         self.in_flight.append(self.send(user.connections[0], user.thread_id, content, intended))
 
     def send(self, tab: Any, thread_id: Any, content: str, intended: float) -> Exchange:
@@ -95,6 +103,61 @@ class OpenChat:
     def close(self) -> None:
         self.in_flight.clear()
 
-    @staticmethod
-    def _late(intended: float) -> float:
-        return max(0.0, time.perf_counter() - intended)
+
+class OpenRest:
+    """A user's REST calls on a schedule of their own: ``call(intended)`` makes one call timed from ``intended``;
+    ``ready()`` says whether the user can make it (logged in, a thread open). ``start()`` spawns the schedule's
+    greenlet; ``close()`` kills it and the calls still running (on_stop)."""
+
+    def __init__(
+        self,
+        arrival: dict[str, Any],
+        users: int,
+        call: Callable[[float], Any],
+        ready: Callable[[], bool],
+        record: Callable[[str, str, float], None] = record_timing,
+        now: float | None = None,
+    ) -> None:
+        self.max_late = float(arrival["max_late"])
+        self.schedule = Schedule(
+            max(users, 1) / float(arrival["rest_rate"]), time.perf_counter() if now is None else now
+        )
+        self.calls = Pool(int(arrival["max_in_flight"]))
+        self.call, self.ready, self.record = call, ready, record
+        self.loop: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self.loop = gevent.spawn(self.run)
+
+    def run(self) -> None:
+        while True:
+            self.step()
+
+    def step(self) -> None:
+        """Wait for the next intended time, then start the call (late if it must) or drop it."""
+        wait = self.schedule.next_at - time.perf_counter()
+        if wait > 0:
+            gevent.sleep(wait)
+        intended = self.schedule.advance()
+        free_at = intended
+        if self.calls.full():
+            self.calls.wait_available(timeout=max(0.0, self.max_late - _late(intended)))
+            free_at = time.perf_counter()  # a wait for a call to end is the server's doing, as for the messages
+        while not self.ready() and _late(intended) <= self.max_late:
+            gevent.sleep(SLOT_POLL)
+        late_ms = _late(intended) * 1000.0
+        if self.calls.full() or not self.ready() or late_ms > self.max_late * 1000.0:
+            self.record(folder.REST_SCHEDULE_TYPE, folder.SEND_DROPPED, late_ms)
+            return
+        self.record(folder.REST_SCHEDULE_TYPE, folder.SEND_LATENESS, _late(max(intended, free_at)) * 1000.0)
+        self.calls.spawn(self.call, intended)
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.kill(timeout=CLOSE_TIMEOUT)
+            self.loop = None
+        self.calls.kill(timeout=CLOSE_TIMEOUT)
+
+
+def _late(intended: float) -> float:
+    return max(0.0, time.perf_counter() - intended)

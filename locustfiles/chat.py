@@ -8,7 +8,8 @@ from __future__ import annotations
 import locust  # noqa: F401 - first: gevent monkey-patching before anything opens a socket
 
 from locustfiles import plugin, sampling, webui  # noqa: F401 - their listeners register on import
+from locustfiles.ratelimited import RateLimitedUser
 from locustfiles.sseuser import SseChattingUser
-from locustfiles.users import ChattingUser, MultiTabUser, RateLimitedUser, ReconnectingUser, UploadingUser
+from locustfiles.users import ChattingUser, MultiTabUser, ReconnectingUser, UploadingUser
 
 __all__ = ["ChattingUser", "MultiTabUser", "RateLimitedUser", "ReconnectingUser", "SseChattingUser", "UploadingUser"]

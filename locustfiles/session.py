@@ -11,7 +11,9 @@ import math
 import time
 from typing import Any
 
+from locustfiles.timings import record_timing
 from locustfiles.wire import DEFAULT, Endpoint, Tokens, Wire
+from runspec.folder import FROM_INTENDED, FROM_SEND
 
 REFRESH_AHEAD = 0.25  # refresh once less than this share of the token's lifetime is left ...
 REFRESH_AHEAD_MAX = 60.0  # ... or less than this many seconds, whichever comes first
@@ -26,11 +28,16 @@ def rest(
     expect: tuple[int, ...] = (200,),
     wire: Wire = DEFAULT,
     require: str = "",
+    intended: float | None = None,
+    judge_intended: bool = True,
     **kwargs: Any,
 ) -> Any:
     """One REST call under ``name``; the JSON body (an object with ``require`` if given), or None after recording a
-    failure that says why."""
+    failure that says why. ``intended`` (perf_counter; the open model): the call was due then, before it left."""
+    sent = time.perf_counter()
     with client.request(method, url, name=name, catch_response=True, **kwargs) as response:
+        if intended is not None:
+            time_from(response.request_meta, intended, sent, judge_intended)
         if response.status_code not in expect:
             code = ""
             try:
@@ -49,6 +56,20 @@ def rest(
             return None
         response.success()
         return body
+
+
+def time_from(meta: dict[str, Any], intended: float, sent: float, judge_intended: bool) -> None:
+    """The open model's two views of one call, as exchange.Exchange.time_from gives a message's: Locust's request
+    (and the targets) get the judged one, the record gets the other under its suffix."""
+    measured = meta.get("response_time")
+    if measured is None:
+        return
+    late_ms = max(0.0, sent - intended) * 1000.0
+    if judge_intended:
+        meta["response_time"] = measured + late_ms
+        record_timing(meta["request_type"], meta["name"] + FROM_SEND, measured)
+    else:
+        record_timing(meta["request_type"], meta["name"] + FROM_INTENDED, measured + late_ms)
 
 
 class AuthSession:

@@ -20,9 +20,10 @@ from locust import LoadTestShape, events
 from locust.runners import WorkerRunner
 
 from locustfiles import options, plugin, sampling, webui  # noqa: F401 - their listeners register on import
+from locustfiles.ratelimited import RateLimitedUser
 from locustfiles.shapes import users_at
 from locustfiles.sseuser import SseChattingUser
-from locustfiles.users import ChattingUser, MultiTabUser, RateLimitedUser, ReconnectingUser, UploadingUser
+from locustfiles.users import ChattingUser, MultiTabUser, ReconnectingUser, UploadingUser
 
 __all__ = [
     "ChattingUser",

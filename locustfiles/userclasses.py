@@ -10,12 +10,12 @@ from typing import Any
 from locust import between, constant
 
 from locustfiles import options
+from locustfiles.ratelimited import RateLimitedUser
 from locustfiles.sseuser import SseChattingUser
 from locustfiles.users import (
     ChattingUser,
     ChatUser,
     MultiTabUser,
-    RateLimitedUser,
     ReconnectingUser,
     UploadingUser,
 )

@@ -13,11 +13,10 @@ import os
 import time
 from typing import Any
 
-import gevent
 from locust import HttpUser, between, task
 
 from locustfiles import options
-from locustfiles.arrival import OpenChat
+from locustfiles.arrival import INTENDED, OpenChat, OpenRest
 from locustfiles.exchange import Exchange, Reporter, new_id
 from locustfiles.reconnect import Policy, Tab, tabs_ready
 from locustfiles.session import AuthSession, rest
@@ -25,8 +24,6 @@ from locustfiles.session import AuthSession, rest
 MESSAGE = "Summarise the last three messages of this thread, please."
 HISTORY_EVERY = 5  # ChattingUser reloads its thread's history every N messages
 HISTORY_LIMIT = 20
-RETRY_SLACK = 0.25  # seconds added to retry_after before the retry: the server's clock granularity
-RATE_NAME = "rate limit"
 FANOUT_NAME = "fan-out lag"
 RECONNECT_NAME = "reconnect replay"
 UPLOAD_STATUSES = (200, 201, 202)  # the contract says 202; any of these means the upload was taken
@@ -141,10 +138,23 @@ class ChatUser(HttpUser):
         for tab in self.connections:
             tab.refresh_token(self.session.access_token, self.timeout)  # a tab that is down takes it at its reconnect
 
-    def load_history(self) -> None:
-        history = self.wire.history
+    def load_history(self, intended: float | None = None) -> None:
+        """The thread's history; ``intended`` (the open model's REST schedule): the call was due then."""
+        session, history = self.session, self.wire.history
+        if session is None:
+            return  # logged out since the open model scheduled it; its schedule waits for the next login
         url = history.url("", self.thread_id, HISTORY_LIMIT)
-        rest(self.client, history.method, url, history.name, wire=self.wire, headers=self.session.headers)
+        judge_intended = options.current.scenario["arrival"]["judge"] == INTENDED
+        rest(
+            self.client,
+            history.method,
+            url,
+            history.name,
+            wire=self.wire,
+            headers=session.headers,
+            intended=intended,
+            judge_intended=judge_intended,
+        )
 
     def judged(self, exchange: Exchange) -> None:
         """After a reply: a token the server calls expired is refreshed before the next message."""
@@ -159,13 +169,23 @@ class ChattingUser(ChatUser):
 
     def on_start(self) -> None:
         arrival = options.current.scenario["arrival"]
-        self.open_chat = OpenChat(arrival, options.current.shape["users"]) if arrival["rate"] > 0 else None
+        users = options.current.shape["users"]
+        self.open_chat = OpenChat(arrival, users) if arrival["rate"] > 0 else None
+        self.open_rest: OpenRest | None = None
         super().on_start()
+        if self.open_chat is not None and arrival["rest_rate"] > 0:
+            self.open_rest = OpenRest(arrival, users, self.load_history, self.logged_in)
+            self.open_rest.start()
 
     def on_stop(self) -> None:
         if self.open_chat is not None:
             self.open_chat.close()
+        if self.open_rest is not None:
+            self.open_rest.close()
         super().on_stop()
+
+    def logged_in(self) -> bool:
+        return self.session is not None and self.thread_id is not None
 
     @task
     def chat(self) -> None:
@@ -265,94 +285,6 @@ class UploadingUser(ChatUser):
         finally:
             inbox.uploads_in_flight -= 1
             inbox.settle_uploads()
-
-
-class RateLimitedUser(ChatUser):
-    """A free-tier user bursting past the limit: refused exactly over it, accepted after retry_after and when paid.
-
-    Every cycle is a new free user (an empty window). The limit it expects is the scenario's [sut] rate_limit per
-    rate_window; a server that refuses early, accepts over the limit, leaves out retry_after, refuses after the wait
-    or refuses a paid user fails the ``rate limit`` check.
-    """
-
-    paid = False
-
-    @task
-    def hit_the_limit(self) -> None:
-        if not self.begin():
-            return
-        limit = int(options.current.sut["rate_limit"])
-        burst = self.cfg["burst"] or limit + 1
-        conn = self.connections[0]
-        accepted, refusals, problem = self.burst(conn, burst, limit)
-        if problem is None and burst > limit and not refusals:
-            problem = "free tier accepted a message over its limit"
-        if problem:
-            self.report.failure(RATE_NAME, problem)
-        elif refusals:
-            self.report.success(RATE_NAME, refusals[0].replied_ms)
-        for exchange in accepted:
-            exchange.wait(self.timeout)
-        if problem:
-            return
-        if refusals:
-            gevent.sleep(float(refusals[-1].error[self.wire.retry_after_key]) + RETRY_SLACK)
-            self.keep_fresh()
-            exchange = conn.chat(self.thread_id, MESSAGE, refusable=True)
-            if not self.judge_single(exchange, "refused again after waiting retry_after"):
-                return
-            exchange.wait(self.timeout)
-        if not self.session.upgrade():
-            self.report.failure(RATE_NAME, "upgrade to the paid tier failed")
-            return
-        if not conn.refresh_token(self.session.access_token, self.timeout):
-            return
-        accepted, refusals, problem = self.burst(conn, burst, limit=None)
-        if problem:
-            self.report.failure(RATE_NAME, problem)
-        else:
-            self.report.success(RATE_NAME, accepted[-1].replied_ms if accepted else 0.0)
-        for exchange in accepted:
-            exchange.wait(self.timeout)
-
-    def burst(self, conn: Tab, count: int, limit: int | None) -> tuple[list, list, str | None]:
-        """Send ``count`` messages, each after the reply to the one before; ``limit`` None = paid, never refused."""
-        accepted: list[Exchange] = []
-        refusals: list[Exchange] = []
-        wire = self.wire
-        for i in range(count):
-            exchange = conn.chat(self.thread_id, MESSAGE, refusable=True)
-            if not exchange.replied.wait(self.timeout) or exchange.replied_at is None:
-                exchange.fail(f"{{step}} not received within {self.timeout:g} s")
-                return accepted, refusals, "no reply to a message of the burst"
-            if exchange.error is None:
-                accepted.append(exchange)
-                if limit is not None and i >= limit:
-                    return accepted, refusals, "free tier accepted a message over its limit"
-                continue
-            code = str(exchange.error.get(wire.code_key) or "?")[:40]
-            if limit is None:
-                return accepted, refusals, f"paid tier refused ({code})"
-            if code != wire.rate_limited:
-                return accepted, refusals, f"error {code} instead of {wire.rate_limited}"
-            if i < limit:
-                return accepted, refusals, "free tier refused below its limit"
-            retry_after = exchange.error.get(wire.retry_after_key)
-            if isinstance(retry_after, bool) or not isinstance(retry_after, int | float) or retry_after <= 0:
-                return accepted, refusals, f"{wire.rate_limited} without a positive {wire.retry_after_key}"
-            refusals.append(exchange)
-        return accepted, refusals, None
-
-    def judge_single(self, exchange: Exchange, refused_message: str) -> bool:
-        if not exchange.replied.wait(self.timeout) or exchange.replied_at is None:
-            exchange.fail(f"{{step}} not received within {self.timeout:g} s")
-            self.report.failure(RATE_NAME, "no reply to the retry")
-            return False
-        if exchange.error is not None:
-            self.report.failure(RATE_NAME, refused_message)
-            return False
-        self.report.success(RATE_NAME, exchange.replied_ms)
-        return True
 
 
 class ReconnectingUser(ChatUser):

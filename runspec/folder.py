@@ -63,6 +63,7 @@ LEDGER_ORDER = "ledger order"
 # open model ([arrival] rate): the schedule's own figures, and the round trip the targets do not judge
 SEND_LATENESS = "send lateness"  # each send: how late it left against its intended time
 SEND_DROPPED = "send dropped"  # a send later than arrival.max_late: not sent; its lateness, so a count and how late
+REST_SCHEDULE_TYPE = "HTTP"  # request type of the REST schedule's lateness and drops; the messages' are WS
 FROM_SEND = " (from send)"  # suffix: the round trip timed from the actual send (arrival.judge = intended)
 FROM_INTENDED = " (from intended)"  # suffix: the round trip timed from the intended time (arrival.judge = actual)
 

@@ -184,7 +184,15 @@ SCHEMA: dict[str, Any] = {
             "open model: chat messages per second over all users and workers, sent on schedule whether or not "
             "replies came; 0 = closed model (each user waits for its reply)",
         ),
-        "max_in_flight": Key("int", 4, "open model: messages one user may have waiting for their reply", True),
+        "rest_rate": Key(
+            "float",
+            0.0,
+            "open model: REST calls (a thread's history) per second over all users and workers, on a schedule of "
+            "their own; 0 = none beyond the closed model's",
+        ),
+        "max_in_flight": Key(
+            "int", 4, "open model: messages (and REST calls) one user may have waiting for their reply", True
+        ),
         "max_late": Key(
             "duration", 1.0, "open model: a send this late against its intended time is dropped and counted", True
         ),

@@ -256,6 +256,11 @@ def resolve(data: dict[str, Any], source: str = "<scenario>") -> dict[str, Any]:
             raise ScenarioError(
                 f"name: {resolved['name']!r} is not a folder name (letters, digits, '.', '_', '-'; no '/' or '..')"
             )
+        arrival = resolved["arrival"]
+        if arrival["rest_rate"] > 0 and arrival["rate"] <= 0:
+            raise ScenarioError(
+                f"arrival.rest_rate: {arrival['rest_rate']:g} needs arrival.rate above 0 (the open model)"
+            )
     except (ScenarioError, ProtocolError) as exc:
         raise ScenarioError(f"{source}: {exc}") from None
     return resolved

@@ -141,3 +141,27 @@ def test_a_folder_without_the_generators_figures_has_no_data(tmp_path):
     )
     assert verdict.status == "no data" and verdict.limits == []
     assert verdict.blame == {"server": 1}  # nothing says the generator was busy: the slow window is the server's
+
+
+def test_the_open_models_two_schedules_are_kept_apart_and_the_other_view_is_never_api(tmp_path):
+    from analysis.generator import load_model
+    from analysis.latency import select
+
+    latency = []
+    for i in range(10, LOAD_S):
+        latency += [
+            (T0 + i, "WS", "send lateness", 1.0, 2),
+            (T0 + i, "HTTP", "send lateness", 3.0, 1),
+            (T0 + i, "GET", "GET /api/threads/{id}/messages", 40.0, 1),
+            (T0 + i, "GET", "GET /api/threads/{id}/messages (from send)", 5.0, 1),
+        ]
+    latency += [(T0 + 50, "HTTP", "send dropped", 1500.0, 3), (T0 + 60, "WS", "send dropped", 1200.0, 1)]
+    arrival = {"rate": 2.0, "rest_rate": 1.0, "max_in_flight": 2, "max_late": 1.0, "judge": "intended"}
+    path = build_run(tmp_path / "run", _generator(), _events(), scenario={"arrival": arrival}, latency=latency)
+    run = load_run(path)
+    model = load_model(run)
+    assert (model["sent"], model["dropped"], model["rest"]["sent"], model["rest"]["dropped"]) == (1180, 1, 590, 3)
+    assert model["achieved_rate"] == 1180 / LOAD_S and model["rest"]["achieved_rate"] == 590 / LOAD_S
+    assert model["rest"]["lateness_p99_ms"] == 3.0 and "REST calls: 1/s asked" in model["note"]
+    api = select(run.latency, "api")
+    assert set(api["name"]) == {"GET /api/threads/{id}/messages"}  # the same calls again: not in "api" twice

@@ -40,6 +40,7 @@ drain = "3s"
 
 [arrival]
 rate = 40.0
+rest_rate = 40.0
 max_in_flight = 1
 max_late = "2s"
 
@@ -85,8 +86,14 @@ def test_a_frozen_loop_shows_from_the_intended_time_and_hides_from_the_send(tmp_
     assert from_send < intended / 3, (intended, from_send)
     assert verdict["status"] == "failed", verdict["status_reason"]
     assert any(c["title"].startswith("ws round trip p95") and c["status"] == "failed" for c in verdict["checks"])
+    # the REST calls keep their own schedule through the same freeze: the same two views, the same gap
+    history = "GET /api/threads/{id}/messages"
+    rest_intended, rest_from_send = p95(run, history), p95(run, history + " (from send)")
+    assert rest_intended > 100.0, (rest_intended, rest_from_send)
+    assert rest_from_send < rest_intended / 3, (rest_intended, rest_from_send)
     model = verdict["load_model"]
     assert model["model"] == "open" and model["sent"] > 0 and model["achieved_rate"] > 20, model
+    assert model["rest"]["sent"] > 0 and model["rest"]["achieved_rate"] > 20, model
     assert "open model" in (run / "report.html").read_text()
     assert done.returncode == 1, done.stdout[-3000:]
 

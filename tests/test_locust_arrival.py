@@ -12,6 +12,7 @@ import random
 import time
 
 import gevent
+import gevent.event
 import pytest
 
 pytestmark = pytest.mark.locust_inprocess
@@ -127,3 +128,53 @@ def test_the_round_trip_is_timed_from_the_intended_time_and_the_send_is_recorded
     assert len(judged) == 2 and len(from_send) == 2
     assert judged[-1] - from_send[-1] > 100.0  # the wait for a slot is in the judged one only
     assert max(user.report.named("send lateness")) > 100.0
+
+
+def test_rest_calls_leave_on_their_own_schedule_in_parallel_then_the_bound_holds_and_late_ones_drop():
+    from locustfiles.arrival import OpenRest
+
+    rows: list[tuple[str, str, float]] = []
+    started: list[float] = []
+    release = gevent.event.Event()
+
+    def call(intended: float) -> None:  # a call the server holds until the test lets it go
+        started.append(intended)
+        release.wait(5.0)
+
+    ready = [False]
+    rest = OpenRest(
+        {**ARRIVAL, "rest_rate": 40.0}, users=1, call=call, ready=lambda: ready[0], record=lambda *row: rows.append(row)
+    )
+    try:
+        rest.step()  # not logged in yet: it waits for the login up to max_late (200 ms), then drops the call
+        assert started == [] and [r[1] for r in rows] == ["send dropped"] and rows[0][2] > 200.0
+        assert rows[0][0] == "HTTP"  # the REST schedule's rows are told from the messages' (WS) by their type
+        ready[0] = True
+        rest.step()
+        rest.step()
+        gevent.sleep(0)
+        assert len(started) == 2  # both in flight at once: neither waited for the other's answer
+        rest.step()  # both slots (max_in_flight 2) taken past max_late: dropped
+        assert len(started) == 2 and [r[1] for r in rows].count("send dropped") == 2
+        release.set()
+        rest.step()
+        gevent.sleep(0)
+        assert len(started) == 3 and [r[1] for r in rows].count("send lateness") == 3
+    finally:
+        rest.close()
+    assert rest.calls.free_count() == 2  # close() ends the calls still running
+
+
+def test_a_rest_call_is_timed_from_its_intended_time_and_its_send_recorded_beside_it(monkeypatch):
+    from locustfiles import session
+
+    recorded: list[tuple[str, str, float]] = []
+    monkeypatch.setattr(session, "record_timing", lambda *row: recorded.append(row))
+    meta = {"request_type": "GET", "name": "GET /api/threads/{id}/messages", "response_time": 12.0}
+    session.time_from(meta, intended=10.0, sent=10.3, judge_intended=True)
+    assert meta["response_time"] == pytest.approx(312.0)  # Locust's stats and the targets get the judged view
+    assert recorded == [("GET", "GET /api/threads/{id}/messages (from send)", 12.0)]
+    meta = {"request_type": "GET", "name": "GET /api/threads/{id}/messages", "response_time": 12.0}
+    session.time_from(meta, intended=10.0, sent=10.3, judge_intended=False)
+    assert meta["response_time"] == 12.0 and recorded[-1][1].endswith("(from intended)")
+    assert recorded[-1][2] == pytest.approx(312.0)

@@ -76,6 +76,7 @@ def test_a_resolved_scenario_resolves_to_itself():
         ('name="../escape"', "name: '../escape' is not a folder name"),
         ("health.down_max=0", "health.down_max: must be above 0"),
         ("sampler.interval=0", "sampler.interval: must be above 0"),
+        ("arrival.rest_rate=5", "arrival.rest_rate: 5 needs arrival.rate above 0 (the open model)"),
     ],
 )
 def test_values_are_checked_before_anything_starts(override, expected):
