@@ -51,6 +51,7 @@ class Figures:
             folder.WARMUP_END: run.first_event(folder.WARMUP_END),
             folder.LOAD_STOP: run.last_event(folder.LOAD_STOP),
             "restarts": run.event_times(folder.SERVICE_RESTART),
+            "oom_kills": run.event_times(folder.OOM_KILLED),
             "faults": fault_spans(run),
         }
         return {"clock": plots.Clock(origin, float(ts.max()) - origin), "events": events, "groups": analysis.series}

@@ -142,6 +142,8 @@ def _phases(ax: plt.Axes, clock: Clock, events: dict[str, float | None], warmup_
             ax.axvline(clock(events[name]), color="#444", ls=style, lw=1, label=name.replace("_", " "))
     for moment in events.get("restarts") or []:
         ax.axvline(clock(moment), color=FAIL_COLOR, ls="-.", lw=1, label="restart")
+    for moment in events.get("oom_kills") or []:
+        ax.axvline(clock(moment), color=FAIL_COLOR, ls="-", lw=2.5, alpha=0.8, label="OOM kill")
     fault_bands(ax, clock, events.get("faults") or [])
 
 

@@ -221,6 +221,25 @@ def test_the_verdict_names_an_oom_kill_with_the_growth_before_it(tmp_path):
     }
 
 
+def test_the_memory_plots_mark_the_oom_kill(tmp_path, monkeypatch):
+    from analysis import analyze_and_write, plots
+
+    marked: list[list[str]] = []
+    real = plots._phases
+
+    def phases(ax, clock, events, warmup_to):  # noqa: ANN001, ANN202
+        real(ax, clock, events, warmup_to)
+        marked.append([line.get_label() for line in ax.get_lines()])
+
+    monkeypatch.setattr(plots, "_phases", phases)
+    path = write_run(tmp_path, [*PHASES, (START + 300, folder.OOM_KILLED, "backend: container c1 OOM-killed")], {})
+    with (path / folder.SAMPLES).open("a", encoding="utf-8") as handle:
+        for i in range(290):
+            handle.write(f"{START + i},backend,mem_working_set_bytes,{50 * 2**20 + 10240 * i}\n")
+    analyze_and_write(path)
+    assert marked and all("OOM kill" in labels for labels in marked), marked
+
+
 def test_flapping_health_gives_one_span_per_outage(tmp_path):
     flaps = lambda t: 0.0 if (START + 100 <= t < START + 103) or (START + 200 <= t < START + 201) else 1.0  # noqa: E731
     status = status_of(tmp_path, PHASES, health={"backend": flaps})
