@@ -8,6 +8,7 @@ requests and a blocking websocket-client: no Locust, no gevent.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -18,8 +19,10 @@ import requests
 
 from locustfiles.session import PASSWORD
 from locustfiles.wire import Endpoint, Tokens, Wire
+from runspec.protocol import read_sse
 from soak.probe_ws import Failed, ProbeSocket, ProbeSocketError, WsSteps
 
+EVENT_STREAM = "text/event-stream"
 STEP_TIMEOUT = 5.0  # seconds for one answer (an HTTP call, an event)
 DEADLINE = 50.0  # the whole walk: steps past it are skipped ("out of time"), no event is awaited beyond it
 HISTORY_LIMIT = 20
@@ -33,11 +36,13 @@ STEPS = (
     "ws connect",
     "ping",
     "chat message",
+    "sse stream",
     "upload",
     "ws refresh",
     "reconnect replay",
     "rate limit",
 )
+OPT_IN = ("sse stream",)  # `soak probe` walks these only for a scenario whose users need them
 # step -> the steps it needs (skipped when one of them did not pass)
 NEEDS = {
     "upgrade": ("login",),
@@ -47,6 +52,7 @@ NEEDS = {
     "ws connect": ("login",),
     "ping": ("ws connect",),
     "chat message": ("ws connect", "thread"),
+    "sse stream": ("thread",),
     "upload": ("ws connect",),
     "ws refresh": ("ws connect",),
     "reconnect replay": ("chat message",),
@@ -274,15 +280,58 @@ class Probe(WsSteps):
                   headers=wire.rest_headers(self.tokens.access))  # fmt: skip
         return f"{wire.history.name}: 200"
 
+    def step_sse_stream(self) -> str:
+        """One chat message over the Server-Sent Events endpoint: an event stream that ends with the reply."""
+        wire, endpoint = self.wire, self.wire.sse_stream
+        message_id = f"probe-{os.urandom(4).hex()}"
+        url = endpoint.url(self.host, self.thread_id)
+        where, sent = f"{endpoint.method} {url.removeprefix(self.host)}", time.perf_counter()
+        body = wire.sse_body(message_id, self.thread_id, "probe: hello")
+        headers = wire.rest_headers(self.tokens.access)
+        timeout = (self.timeout, self.timeout * 2)
+        with self.http.request(
+            endpoint.method, url, json=body, headers=headers, stream=True, timeout=timeout
+        ) as answer:
+            if answer.status_code in (404, 405):
+                raise Failed(f"{where}: HTTP {answer.status_code}", f"protocol.sse.stream (now {wire.sse['stream']!r})")
+            if answer.status_code != 200:
+                raise Failed(f"{where}: HTTP {answer.status_code}", "protocol.sse.content, sse.id, sse.thread")
+            kind = answer.headers.get("content-type", "")
+            if not kind.startswith(EVENT_STREAM):
+                raise Failed(f"{where}: content-type {kind[:60]!r}, not {EVENT_STREAM}", "protocol.sse.stream")
+            types: list[str] = []
+            for sse in read_sse(answer.iter_lines()):
+                try:
+                    event = json.loads(sse.data)
+                except ValueError:
+                    raise Failed(f"{where}: an event's data is not JSON: {sse.data[:80]!r}", "") from None
+                if not isinstance(event, dict):
+                    continue
+                event = wire.sse_event(event, sse.event, sse.id, message_id)
+                etype = str(event.get(wire.type_key))
+                types.append(etype)
+                if etype == wire.error:
+                    raise Failed(f"{where}: refused: {etype} {event.get(wire.code_key)!s:.40}", "protocol.sse")
+                if etype == wire.final:
+                    tokens = types.count(wire.token) if wire.token else 0
+                    said = f", {tokens} {wire.token}" if tokens else ""
+                    ms = (time.perf_counter() - sent) * 1000.0
+                    return f"{where}: {len(types)} events{said}, {wire.final} after {ms:.0f} ms"
+        got = ", ".join(dict.fromkeys(types)) or "no event"
+        raise Failed(f"{where}: the stream ended without {wire.final!r} (got {got})", "protocol.events.final")
+
 
 def steps_for(scenario: dict[str, Any]) -> tuple[str, ...]:
-    """The steps a run of ``scenario`` relies on: uploads and the rate limit only where a class uses them."""
+    """The steps a run of ``scenario`` relies on: uploads, the rate limit and the SSE stream only where a class uses
+    them."""
     weighted = {name for name, table in scenario["users"].items() if table["weight"] > 0}
     skip = set()
     if "UploadingUser" not in weighted:
         skip.add("upload")
     if "RateLimitedUser" not in weighted:
         skip.add("rate limit")
+    if "SseChattingUser" not in weighted:
+        skip.add("sse stream")
     return tuple(step for step in STEPS if step not in skip)
 
 

@@ -83,6 +83,18 @@ def test_the_reference_sut_passes_the_probe_with_the_defaults(sut_factory):
     assert "13 steps: 13 ok" in done.stdout and "RATE_LIMITED with retry_after" in done.stdout
 
 
+def test_a_scenario_with_sse_users_has_the_probe_walk_the_stream_too(sut_factory):
+    sut = sut_factory(agent_tokens=5, agent_token_interval=0.001)
+    target = ["--host", sut.urls["backend"], "--auth-host", sut.urls["auth"]]
+    done = soak("probe", "streaming", *target)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "14 steps: 14 ok" in done.stdout
+    line = next(line for line in done.stdout.splitlines() if "sse stream" in line)
+    assert "5 agent_token, agent_completed after" in line, line
+    done = soak("probe", "streaming", *target, "--set", 'protocol.sse.stream="POST /api/threads/{id}/stream"')
+    assert done.returncode == 1 and "fix: protocol.sse.stream (now 'POST /api/threads/{id}/stream')" in done.stdout
+
+
 def test_preflight_is_the_probe_quietly(otherchat):
     from runspec import load_scenario
     from soak.probe import preflight, steps_for
