@@ -13,6 +13,7 @@ import logging
 import os
 import re
 
+from runspec.units import LOAD_GENERATOR
 from sampler import procfs
 from sampler.sources import Source, Tick
 from sampler.spec import SourceSpec
@@ -120,7 +121,8 @@ class ProcessSource(Source):
                 except OSError:
                     new = None
             if new is None:
-                if old is not None:
+                if old is not None and self.service != LOAD_GENERATOR:
+                    # Locust exits at every load stop; whether it died early is the runner's to say (load_generator_gone)
                     self.events.append(("service_down", f"{self.service}: pid {old} exited"))
                 elif not self._waiting_logged and not self._ever_up:
                     self._waiting_logged = True

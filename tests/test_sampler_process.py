@@ -225,3 +225,26 @@ def wait_for(condition, timeout: float = 15.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met within the time allowed")
         time.sleep(0.05)
+
+
+def test_the_load_generator_exiting_is_no_service_down(tmp_path):
+    """Locust exits at every load stop: the runner says whether it died early (load_generator_gone), not the sampler."""
+    sleepers = {
+        name: subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for name in ("locust", "x")
+    }
+    sampler = Sampler({name: f"pid:{proc.pid}" for name, proc in sleepers.items()}, tmp_path, interval=0.1)
+    sampler.start()
+    try:
+        wait_for(lambda: {("locust", "mem_rss_bytes"), ("x", "mem_rss_bytes")} <= set(sampler.latest()))
+        for proc in sleepers.values():
+            proc.kill()
+            proc.wait()
+        wait_for(lambda: "service_down" in events_text(tmp_path))
+        time.sleep(0.3)  # a few more ticks: the load generator's would have come by now
+    finally:
+        sampler.stop()
+        for proc in sleepers.values():
+            proc.kill()
+    events = events_text(tmp_path)
+    assert f"x: pid {sleepers['x'].pid} exited" in events
+    assert "locust:" not in events
