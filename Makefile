@@ -25,7 +25,7 @@ provision:
 PYTEST_WORKERS ?= 2
 
 test: install provision
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not locust_inprocess" tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 -m "not locust_inprocess" tests
 	$(PY) -m pytest -p no:anyio -p no:schemathesis -m locust_inprocess tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 lint: install
