@@ -17,6 +17,7 @@ from sampler.trend import Trend
 HISTORY_TAIL_BYTES = 256 * 1024  # enough for the last second's rows of a few hundred request names
 MEMORY_METRIC = "mem_rss_bytes"
 HTTP_TYPES = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+AGGREGATED = "Aggregated"  # the last row Locust writes for each second of its history
 
 
 def progress_interval(duration: float) -> float:
@@ -32,7 +33,11 @@ def format_duration(seconds: float) -> str:
 
 
 def latest_history(history_csv: Path) -> dict[str, dict[str, str]]:
-    """The rows of the newest timestamp in locust_stats_history.csv, keyed by request name."""
+    """The rows of the newest whole second in locust_stats_history.csv, keyed by request name.
+
+    Locust flushes that file every few seconds, but its buffered writer also writes out whenever its buffer fills, so
+    the file often ends inside a second's rows, even inside a row. The newest second whose ``Aggregated`` row (its
+    last) is there whole is the one read: otherwise the line shows that second's first names only."""
     try:
         with history_csv.open("rb") as fh:
             header = fh.readline().decode()
@@ -45,11 +50,13 @@ def latest_history(history_csv: Path) -> dict[str, dict[str, str]]:
     lines = tail.splitlines()
     if size > HISTORY_TAIL_BYTES and lines:
         lines = lines[1:]  # the first line of the tail is probably cut
+    if lines and not tail.endswith("\n"):
+        lines = lines[:-1]  # the writer stopped inside this row
     rows = [row for row in csv.DictReader([header, *lines]) if row.get("Timestamp")]
-    if not rows:
+    whole = [row["Timestamp"] for row in rows if row.get("Name") == AGGREGATED]
+    if not whole:
         return {}
-    newest = rows[-1]["Timestamp"]
-    return {row["Name"]: row for row in rows if row["Timestamp"] == newest}
+    return {row["Name"]: row for row in rows if row["Timestamp"] == whole[-1]}
 
 
 def _number(text: str | None) -> float | None:
@@ -78,7 +85,7 @@ def progress_line(
     elapsed: float, total: float, history: dict[str, dict[str, str]], slopes: dict[str, float], early: str = ""
 ) -> str:
     parts = [f"[{format_duration(elapsed)} / {format_duration(total)}, {format_duration(total - elapsed)} left]"]
-    aggregated = history.get("Aggregated", {})
+    aggregated = history.get(AGGREGATED, {})
     users = _number(aggregated.get("User Count"))
     rps = _number(aggregated.get("Requests/s"))
     fails = _number(aggregated.get("Failures/s"))
