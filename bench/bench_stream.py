@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_ws import cpu_seconds, login  # noqa: E402 - the same helpers: bench/ is this script's folder
 
 from analysis.latency import weighted_percentiles  # noqa: E402
-from locustfiles import options, plugin, userclasses, users  # noqa: E402
+from locustfiles import options, plugin, timings, userclasses, users  # noqa: E402
 from locustfiles.exchange import Reporter, new_id  # noqa: E402
 from locustfiles.reconnect import Policy, Tab  # noqa: E402
 from locustfiles.timings import round_ms  # noqa: E402
@@ -251,7 +251,9 @@ def ratio(args: argparse.Namespace) -> None:
 
     env = Environment(events=events)
     env.create_local_runner()  # Locust's stats listen to the request events, as in a real run
-    env.events.request.add_listener(plugin._on_request)  # the exact timing record, as on a worker
+    # the exact timing record, as on a worker: requests through their event, WS timings straight in
+    env.events.request.add_listener(plugin._on_request)
+    timings.SINK = plugin.record.add
     report = Reporter(env)
     config = SutConfig(
         rate_limit=0, agent_step=0.0, agent_tokens=args.tokens, agent_token_interval=0.0, agent_token_jitter=0.0
@@ -266,6 +268,7 @@ def ratio(args: argparse.Namespace) -> None:
             bare = (max(bare[0], run[0]), max(bare[1], run[1]))
             run = throughput("ours", our_loop, identities, backend, args.seconds, report)
             ours = (max(ours[0], run[0]), max(ours[1], run[1]))
+    timings.SINK = None  # the capacity run keeps its own record (env.record_timing)
     print(f"  ratio {ours[0] / bare[0]:9.2f} of bare per s {ours[1] / bare[1]:9.2f} of bare per CPU s")
     # the sut shares the cores and is the limit here: stalls above token_stall say so, they are not the client's
     failed = {name: e.num_failures for (name, _), e in env.runner.stats.entries.items() if e.num_failures}

@@ -3,7 +3,8 @@
 1. Round trips per second and per CPU second of this (the load-generating) process: our client (reader greenlet,
    id matching, order checks, Locust request events into real Locust stats, the exact timing record) against a
    bare loop under gevent that sends and reads frames with no bookkeeping at all (the ceiling for this stack).
-   A third loop, the bare one plus Locust request events, shows what Locust's own stats cost on their own.
+   A third loop, the bare one plus its timings into Locust's stats and the exact record (through the Reporter, as
+   ours: batched, see locustfiles/reporting.py), shows what the stats cost on their own.
    Two kinds of round trip: ``ping`` -> ``pong`` (cheap on the server, so the client is the limit) and
    ``chat_message`` -> ``agent_completed`` (six events per message). Goal: at least 0.8 of the bare loop.
 2. Idle-ish users: N users, each an HTTP session (used once) and a WebSocket sending one message every 10 s
@@ -35,7 +36,7 @@ from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from locustfiles import plugin  # noqa: E402
+from locustfiles import plugin, timings  # noqa: E402
 from locustfiles.exchange import Exchange, Reporter, new_id  # noqa: E402
 from locustfiles.gcwatch import GcPauses  # noqa: E402
 from locustfiles.timings import TimingRecord  # noqa: E402
@@ -64,8 +65,8 @@ def login(auth: str, backend: str, email: str) -> tuple[str, int]:
 
 
 def bare_loop(url: str, token: str, kind: str, thread_id: int, deadline: float, done: list[int], report=None) -> None:
-    """Send, read the replies, repeat; with ``report``, also fire Locust request events for the timed replies
-    (1st, 2nd and last of a chat), unparsed: what Locust's own stats cost on top of the bare loop."""
+    """Send, read the replies, repeat; with ``report``, also hand the timed replies (1st, 2nd and last of a chat),
+    unparsed, to the Reporter as ours does: what Locust's stats and the exact record cost on top of the bare loop."""
     ws = websocket.create_connection(url, header=[f"Authorization: Bearer {token}"], skip_utf8_validation=True)
     ws.settimeout(None)
     if kind == "ping":
@@ -140,12 +141,15 @@ def idle_users(count: int, token: str, backend: str, seconds: float, env: Enviro
     Pool(CONNECT_CONCURRENCY).map(open_one, range(count))
     stop_at = time.perf_counter() + seconds
 
+    def ping(conn: WsConnection) -> None:  # a Locust task: its exchange goes when it returns, before the wait
+        exchange = Exchange(new_id(), PING_STEPS, PING_NAMES, report)
+        conn.start(exchange, {"type": "ping", "id": exchange.id})
+        exchange.wait(10.0)
+
     def chat(conn: WsConnection) -> None:
         gevent.sleep(random.uniform(0, IDLE_EVERY))
         while time.perf_counter() < stop_at:
-            exchange = Exchange(new_id(), PING_STEPS, PING_NAMES, report)
-            conn.start(exchange, {"type": "ping", "id": exchange.id})
-            exchange.wait(10.0)
+            ping(conn)
             gevent.sleep(IDLE_EVERY)
 
     users = [gevent.spawn(chat, conn) for conn in connections]
@@ -191,7 +195,9 @@ def main() -> int:
 
     env = Environment(events=events)
     env.create_local_runner()  # Locust's stats listen to the request events, as in a real run
-    env.events.request.add_listener(plugin._on_request)  # the exact timing record, as on a worker
+    # the exact timing record, as on a worker: requests through their event, WS timings straight in
+    env.events.request.add_listener(plugin._on_request)
+    timings.SINK = plugin.record.add
     record = plugin.record
     report = Reporter(env)
     config = SutConfig(rate_limit=1_000_000, agent_step=0.0, access_token_ttl=3600.0)

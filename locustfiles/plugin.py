@@ -70,11 +70,11 @@ def _on_request_live(request_type: str, name: str, response_time: float | None, 
 def _live_sink(record_sink: timings.Sink | None) -> timings.Sink:
     """The timings that are no requests (token gaps) for the Tokens tab too, besides the record if it keeps them."""
 
-    def sink(request_type: str, name: str, ms: float, now: float) -> None:
+    def sink(request_type: str, name: str, ms: float, now: float, count: int) -> None:
         if record_sink is not None:
-            record_sink(request_type, name, ms, now)
+            record_sink(request_type, name, ms, now, count)
         if name in tokentab.NAMES:
-            live_tokens.add(name, ms, now)
+            live_tokens.add(name, ms, now, count)
 
     return sink
 

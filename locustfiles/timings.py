@@ -31,7 +31,7 @@ Key = tuple[str, str, float]
 
 # Where timings that are not requests go (plugin.py sets it where the record is kept): a token gap per token would
 # swamp Locust's requests per second and the error rate's denominator, so those go to the record only.
-Sink = Callable[[str, str, float, float], None]  # (request type, name, ms, unix time)
+Sink = Callable[[str, str, float, float, int], None]  # (request type, name, ms, unix time, how many of that ms)
 SINK: Sink | None = None
 
 
@@ -39,7 +39,7 @@ def record_timing(request_type: str, name: str, ms: float) -> None:
     """Into latency.csv only, never into Locust's stats; a no-op where this process keeps no record."""
     sink = SINK
     if sink is not None:
-        sink(request_type, name, ms, time.time())
+        sink(request_type, name, ms, time.time(), 1)
 
 
 def round_ms(ms: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 from json.encoder import c_make_encoder, encode_basestring_ascii
 from json.scanner import make_scanner
@@ -19,7 +20,13 @@ from urllib.parse import urlencode
 
 import gevent
 import websocket
-from websocket import ABNF, WebSocketBadStatusException, WebSocketException
+from websocket import (
+    ABNF,
+    WebSocketBadStatusException,
+    WebSocketConnectionClosedException,
+    WebSocketException,
+    WebSocketTimeoutException,
+)
 
 from locustfiles.exchange import EVENTS_NAME, Exchange, Inbox, Reporter, new_id
 from locustfiles.wire import DEFAULT, Wire
@@ -28,6 +35,11 @@ CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
 CONNECT_NAME = "WS connect"
 AUTH_REPLY_FRAMES = 16  # token = message: frames read while waiting for ws.auth_reply before giving up
+# websocket-client reads a frame's header and its payload with a socket receive each (through five Python layers):
+# reading up to this much at once serves the rest of a burst (the header's payload, a chat's six replies) from
+# memory. Small, because what is left over moves down the buffer at each part of a frame.
+READ_AHEAD = 4096
+MAX_READ = 16384  # websocket-client's own cap per receive (large receive buffers fragment the heap)
 
 # json.loads/dumps build a decoder or an encoder per call (more than the rest of our handling of an event): these are
 # made once. The scanner parses one value from a str; anything it does not take whole (a BOM, UTF-16, whitespace
@@ -107,6 +119,7 @@ class WsConnection:
                 pass
             return refused
         ws.settimeout(None)  # the connect timeout would otherwise end a quiet stream
+        _read_ahead(ws)
         self.ws = ws
         self.report.success(name, _ms_since(started))
         return None
@@ -243,6 +256,53 @@ class WsConnection:
                 ws.shutdown()
             except (OSError, WebSocketException):
                 pass
+
+
+def _read_ahead(ws: websocket.WebSocket) -> None:
+    """Frames are read READ_AHEAD bytes at a time (or what a larger part asks for), not a header or payload each,
+    straight from the (blocking, gevent) socket into one buffer per connection. websocket-client's own receive makes
+    a closure per read and a list per frame part, which an idle connection holds until its next frame: with
+    thousands of users, work for every young collection (bench_ws.py's GC pauses)."""
+    sock = ws.sock
+    buffer = bytearray()  # holds no references: the collector never walks it
+
+    def recv_strict(size: int) -> bytes:
+        while len(buffer) < size:
+            try:
+                data = sock.recv(min(max(size - len(buffer), READ_AHEAD), MAX_READ))
+            except TimeoutError as exc:  # as websocket-client says it: a heartbeat's clock (reconnect.py) reads it
+                raise WebSocketTimeoutException("Connection timed out") from exc
+            except ssl.SSLError as exc:
+                if "timed out" in str(exc):
+                    raise WebSocketTimeoutException(str(exc)) from exc
+                raise
+            if not data:
+                raise WebSocketConnectionClosedException("Connection to remote host was lost.")
+            buffer.extend(data)
+        part = bytes(buffer[:size])
+        del buffer[:size]
+        return part
+
+    ws.frame_buffer.recv_strict = recv_strict
+    ws.frame_buffer.lock = _ONE_READER
+
+
+class _OneReader:
+    """websocket-client's frame_buffer lock, where one greenlet only (the connection's reader) reads frames: its
+    ``with`` costs nothing and, unlike a lock's bound __exit__, leaves no new object for the collector per frame."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def __enter__() -> None:
+        return None
+
+    @staticmethod
+    def __exit__(*_exc: object) -> None:
+        return None
+
+
+_ONE_READER = _OneReader()
 
 
 def _ms_since(started: float) -> float:

@@ -17,6 +17,13 @@ REDIS_URL = os.environ.get("SOAK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_URL = os.environ.get("SOAK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The Locust-importing run (Makefile: -m locust_inprocess) imports Locust before any test module imports ssl:
+    # gevent's monkey-patching of an ssl already imported recurses without end when Locust builds its SSL context.
+    if config.getoption("markexpr") == "locust_inprocess":
+        import locust  # noqa: F401
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
