@@ -251,9 +251,7 @@ def ratio(args: argparse.Namespace) -> None:
 
     env = Environment(events=events)
     env.create_local_runner()  # Locust's stats listen to the request events, as in a real run
-    # the exact timing record, as on a worker: requests through their event, WS timings straight in
-    env.events.request.add_listener(plugin._on_request)
-    timings.SINK = plugin.record.add
+    plugin.keep_record(env)  # the exact timing record, as on a worker
     report = Reporter(env)
     config = SutConfig(
         rate_limit=0, agent_step=0.0, agent_tokens=args.tokens, agent_token_interval=0.0, agent_token_jitter=0.0

@@ -1,7 +1,7 @@
 """The WebSocket client's cost, against the real sut, next to a bare websocket-client loop measured in the same run.
 
 1. Round trips per second and per CPU second of this (the load-generating) process: our client (reader greenlet,
-   id matching, order checks, Locust request events into real Locust stats, the exact timing record) against a
+   id matching, order checks, timings into real Locust stats and the exact timing record) against a
    bare loop under gevent that sends and reads frames with no bookkeeping at all (the ceiling for this stack).
    A third loop, the bare one plus its timings into Locust's stats and the exact record (through the Reporter, as
    ours: batched, see locustfiles/reporting.py), shows what the stats cost on their own.
@@ -36,7 +36,7 @@ from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from locustfiles import plugin, timings  # noqa: E402
+from locustfiles import plugin  # noqa: E402
 from locustfiles.exchange import Exchange, Reporter, new_id  # noqa: E402
 from locustfiles.gcwatch import GcPauses  # noqa: E402
 from locustfiles.timings import TimingRecord  # noqa: E402
@@ -195,9 +195,7 @@ def main() -> int:
 
     env = Environment(events=events)
     env.create_local_runner()  # Locust's stats listen to the request events, as in a real run
-    # the exact timing record, as on a worker: requests through their event, WS timings straight in
-    env.events.request.add_listener(plugin._on_request)
-    timings.SINK = plugin.record.add
+    plugin.keep_record(env)  # the exact timing record, as on a worker
     record = plugin.record
     report = Reporter(env)
     config = SutConfig(rate_limit=1_000_000, agent_step=0.0, access_token_ttl=3600.0)

@@ -47,6 +47,12 @@ def _on_request(request_type: str, name: str, response_time: float | None, excep
         record.add(request_type, name, response_time, time.time())
 
 
+def keep_record(environment: Any) -> None:
+    """This process keeps the exact timing record: HTTP requests through their event, WS timings through the sink."""
+    environment.events.request.add_listener(_on_request)
+    timings.SINK = record.add
+
+
 def _on_report_to_master(client_id: str, data: dict, **_kwargs: Any) -> None:
     data[REPORT_KEY_TIMINGS] = record.take_all()
     data[REPORT_KEY_GC] = gc_pauses.take_report()
@@ -60,11 +66,6 @@ def _on_worker_report(client_id: str, data: dict, **_kwargs: Any) -> None:
         live_tokens.merge(rows, time.time())
     gc_pauses.merge(data.get(REPORT_KEY_GC) or [])
     hub.merge(data.get(REPORT_KEY_HUB) or [])
-
-
-def _on_request_live(request_type: str, name: str, response_time: float | None, exception: Any, **_kw: Any) -> None:
-    if exception is None and response_time is not None and name in tokentab.NAMES:
-        live_tokens.add(name, response_time, time.time())
 
 
 def _live_sink(record_sink: timings.Sink | None) -> timings.Sink:
@@ -84,8 +85,7 @@ def _show_tokens(environment: Any, local: bool) -> None:
     _state["live"] = True
     environment.events.test_start.add_listener(lambda **_kw: live_tokens.reset())  # as Locust's stats: per test
     environment.events.reset_stats.add_listener(lambda **_kw: live_tokens.reset())
-    if local:
-        environment.events.request.add_listener(_on_request_live)
+    if local:  # every WS timing (time to first token included) reaches the sink: see locustfiles/reporting.py
         timings.SINK = _live_sink(timings.SINK)
 
 
@@ -174,8 +174,7 @@ def _on_init(environment: Any, **_kwargs: Any) -> None:
     if not is_master:
         environment.events.spawning_complete.add_listener(_on_spawning_complete)
         if is_worker or settings.run_dir is not None:  # recorded only where it will be written
-            environment.events.request.add_listener(_on_request)
-            timings.SINK = record.add
+            keep_record(environment)
             gc_pauses.install()
             hub.start()
     if is_worker:

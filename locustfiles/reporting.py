@@ -2,9 +2,10 @@
 
 Split out of exchange.py (which re-exports both). Successes skip Locust's request event: a request event and the two
 StatsEntry.log calls behind it (the name's and the total's) cost more than the rest of a ping round trip's client
-work (measured with bench/bench_ws.py). They are logged into private StatsEntry objects and merged into Locust's
-stats every FLUSH_EVERY seconds with StatsEntry.extend, as a master merges its workers' reports; the exact timing
-record gets each one directly. Failures and counts still fire a request event each (rare, and seen at once).
+work (measured with bench/bench_ws.py). Their times are kept per name for the current second and, every FLUSH_EVERY
+seconds (or at a new second, or when the runner stops), made into a StatsEntry merged into Locust's stats with
+StatsEntry.extend, as a master merges its workers' reports, and handed to the exact timing record (timings.SINK)
+grouped by value. Failures and counts still fire a request event each (rare, and seen at once).
 Importing this module does not import Locust.
 """
 
