@@ -7,19 +7,24 @@
    ours: batched, see locustfiles/reporting.py), shows what the stats cost on their own.
    Two kinds of round trip: ``ping`` -> ``pong`` (cheap on the server, so the client is the limit) and
    ``chat_message`` -> ``agent_completed`` (six events per message). Goal: at least 0.8 of the bare loop.
+   This process runs on one core and the sut on the others. The three loops alternate, ``--rounds`` times; each
+   round's ratio compares neighbours and the figure is the median: this machine's speed drifts (the bare loop's
+   round trips per CPU second moved between 19,600 and 32,500 within one minute), so a ratio of bests mixed moments.
 2. Idle-ish users: N users, each an HTTP session (used once) and a WebSocket sending one message every 10 s
    (``ping``: a chat message to each would measure the sut's agent, not the client), held for a while: failures,
    exact p50/p99, and the client RSS per user. Goal: 5,000 users per worker at most 64 KiB each.
 
-    .venv/bin/python bench/bench_ws.py [--connections 50] [--seconds 8] [--idle-users 1000,2500,5000]
+    .venv/bin/python bench/bench_ws.py [--connections 50] [--seconds 4] [--rounds 5] [--idle-users 1000,2500,5000]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,7 +41,7 @@ from locust.env import Environment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from locustfiles import plugin  # noqa: E402
+from locustfiles import gcwatch, plugin  # noqa: E402
 from locustfiles.exchange import Exchange, Reporter, new_id  # noqa: E402
 from locustfiles.gcwatch import GcPauses  # noqa: E402
 from locustfiles.timings import TimingRecord  # noqa: E402
@@ -55,6 +60,19 @@ GOAL_RATIO, GOAL_USERS, GOAL_BYTES = 0.8, 5000, 64 * 1024
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def pin_apart(sut_pids) -> str:
+    """This process on one core, the sut's processes on the others: the client's CPU per round trip then does not
+    depend on where the scheduler put whom (on 2 shared cores the bare loop's figure moved by half between rounds)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return "client and sut share the only core"
+    os.sched_setaffinity(0, {cores[0]})
+    for pid in sut_pids:
+        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            proc.cpu_affinity(cores[1:])
+    return f"client pinned to core {cores[0]}, the sut to {', '.join(map(str, cores[1:]))}"
 
 
 def login(auth: str, backend: str, email: str) -> tuple[str, int]:
@@ -146,11 +164,11 @@ def idle_users(count: int, token: str, backend: str, seconds: float, env: Enviro
         conn.start(exchange, {"type": "ping", "id": exchange.id})
         exchange.wait(10.0)
 
-    def chat(conn: WsConnection) -> None:
-        gevent.sleep(random.uniform(0, IDLE_EVERY))
+    def chat(conn: WsConnection) -> None:  # sleeps as a Locust user does between tasks, with the plugin loaded
+        gcwatch.sleep(random.uniform(0, IDLE_EVERY))
         while time.perf_counter() < stop_at:
             ping(conn)
-            gevent.sleep(IDLE_EVERY)
+            gcwatch.sleep(IDLE_EVERY)
 
     users = [gevent.spawn(chat, conn) for conn in connections]
     gevent.sleep(0)
@@ -187,7 +205,8 @@ def idle_users(count: int, token: str, backend: str, seconds: float, env: Enviro
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=50, help="concurrent connections for the round-trip runs")
-    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per round-trip run")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per round-trip run")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the three loops per kind")
     parser.add_argument("--kinds", default="ping,chat", help="round-trip kinds to compare ('' = none)")
     parser.add_argument("--idle-users", default="1000,2500,5000,9000", help="idle-ish user counts to try, in order")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="seconds to hold each idle-ish count")
@@ -202,23 +221,24 @@ def main() -> int:
     with start_sut(config, settings={"ws_ping_interval": 0.0}) as sut:
         auth, backend = sut.urls["auth"], sut.urls["backend"]
         identities = [login(auth, backend, f"bench-{i}-{new_id()}@soak.test") for i in range(args.connections)]
-        print(f"round trips, {args.connections} connections, {args.seconds:g} s each (best of 2, alternating):")
+        print(pin_apart(sut.pids.values()))
+        print(
+            f"round trips, {args.connections} connections, {args.rounds} rounds of {args.seconds:g} s per loop"
+            " (the loops alternate; a round's ratio compares neighbours, the median of the rounds is the figure):"
+        )
         ratios = {}
         for kind in [k for k in args.kinds.split(",") if k]:
-            bare = stats = ours = (0.0, 0.0)
-            for _ in range(2):
-                run = throughput("bare", bare_loop, identities, backend, kind, args.seconds)
-                bare = (max(bare[0], run[0]), max(bare[1], run[1]))
-                run = throughput("+stats", bare_loop, identities, backend, kind, args.seconds, report)
-                stats = (max(stats[0], run[0]), max(stats[1], run[1]))
-                run = throughput("ours", our_loop, identities, backend, kind, args.seconds, report)
-                ours = (max(ours[0], run[0]), max(ours[1], run[1]))
-            ratios[kind] = (ours[0] / bare[0], ours[1] / bare[1])
-            print(f"  ratio  {kind:<5} {ratios[kind][0]:9.2f} of bare per s {ratios[kind][1]:9.2f} of bare per CPU s")
-            print(
-                f"  (bare loop + Locust stats alone: {stats[1] / bare[1]:.2f} of bare per CPU s;"
-                f" ours {ours[1] / stats[1]:.2f} of that)"
-            )
+            rounds = []
+            for _ in range(args.rounds):
+                bare = throughput("bare", bare_loop, identities, backend, kind, args.seconds)
+                stats = throughput("+stats", bare_loop, identities, backend, kind, args.seconds, report)
+                ours = throughput("ours", our_loop, identities, backend, kind, args.seconds, report)
+                rounds.append((ours[0] / bare[0], ours[1] / bare[1], stats[1] / bare[1]))
+            per_second, per_cpu, stats_alone = (statistics.median(column) for column in zip(*rounds, strict=True))
+            ratios[kind] = (per_second, per_cpu)
+            print(f"  ratio  {kind:<5} {per_second:9.2f} of bare per s {per_cpu:9.2f} of bare per CPU s (median)")
+            print(f"         per CPU s, each round: {' '.join(f'{r[1]:.2f}' for r in rounds)}")
+            print(f"  (bare loop + Locust stats alone: {stats_alone:.2f} of bare per CPU s)")
 
         print(f"idle-ish users (one ping every {IDLE_EVERY:g} s), {args.idle_seconds:g} s each:")
         held, per_conn = 0, float("nan")

@@ -4,13 +4,19 @@ With thousands of users a full collection walks every object the users hold and 
 of milliseconds, which reads as server latency. After spawning, live objects are moved out of the collector's sight
 (``gc.freeze``); the pauses that remain are timed with ``gc.callbacks`` and written to ``samples.csv`` as service
 ``locust`` (``gc_pause_max_ms``, ``gc_pause_total_ms``, ``gc_collections`` per 10 s interval), so a report can show
-the tool was not the one pausing. This module does not import Locust.
+the tool was not the one pausing. ``sleep`` is the users' sleep between tasks (the plugin installs it), made so it
+leaves the collector less to walk. This module does not import Locust.
 """
 
 from __future__ import annotations
 
 import gc
 import time
+
+import gevent
+from gevent import getcurrent
+from gevent.exceptions import InvalidSwitchError
+from gevent.hub import get_hub
 
 from locustfiles.intervals import IntervalRows
 from runspec.units import LOAD_GENERATOR
@@ -80,3 +86,24 @@ def sample_rows(rows: list[list]) -> list[list]:
         out.append([float(ts), SERVICE, "gc_pause_total_ms", round(float(total_ms), 3)])
         out.append([float(ts), SERVICE, "gc_collections", float(collections)])
     return out
+
+
+def sleep(seconds: float) -> None:
+    """gevent.sleep, keeping two objects the collector tracks alive while it sleeps (a timer and the greenlet's bound
+    switch) instead of five (also a Waiter, its bound switch's argument tuple and the timer's bound ``__exit__``).
+    A user sleeps between its tasks for seconds, so these outlive young collections: at 5,000 idle users they were
+    most of what every older collection walked (bench/bench_ws.py's GC pause)."""
+    if seconds <= 0:
+        gevent.sleep(0)
+        return
+    hub = get_hub()
+    loop = hub.loop
+    timer = loop.timer(seconds)
+    loop.update_now()  # as gevent.sleep: from now, not from the loop's last iteration
+    timer.start(getcurrent().switch)
+    try:
+        woken_with = hub.switch()
+    finally:
+        timer.close()
+    if woken_with != ():  # what gevent's Waiter would refuse: a switch that is not the timer's
+        raise InvalidSwitchError(f"sleep woken by an unexpected switch: {woken_with!r}")

@@ -16,6 +16,7 @@ from typing import Any
 import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
+from locust.user.task import TaskSet
 
 from locustfiles import gcwatch, hubwatch, options, timings, tokentab, userclasses
 from runspec import ScenarioError, folder
@@ -31,6 +32,10 @@ REPORT_KEY_HUB = "soak_hub"
 
 logger = logging.getLogger(__name__)
 record = timings.TimingRecord()
+# Every user's wait_time sleep (TaskSet.wait -> TaskSet._sleep, which is gevent.sleep): see gcwatch.sleep.
+if not callable(getattr(TaskSet, "_sleep", None)):
+    raise ImportError("locust.user.task.TaskSet._sleep is gone: locustfiles/plugin.py needs this Locust's sleep hook")
+TaskSet._sleep = lambda _taskset, seconds: gcwatch.sleep(seconds)
 gc_pauses = gcwatch.GcPauses()
 hub = hubwatch.HubWatch()
 live_tokens = tokentab.LiveTokens()  # the web UI's Tokens tab, where there is a web UI (webui.py)

@@ -10,8 +10,10 @@ connection's Wire (the scenario's [protocol]; the contract by default).
 from __future__ import annotations
 
 import json
+import random
 import socket
 import ssl
+import struct
 import time
 from json.encoder import c_make_encoder, encode_basestring_ascii
 from json.scanner import make_scanner
@@ -19,7 +21,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import gevent
+import gevent.socket
 import websocket
+from gevent import getcurrent
+from gevent.hub import get_hub
 from websocket import (
     ABNF,
     WebSocketBadStatusException,
@@ -191,11 +196,14 @@ class WsConnection:
 
     def send(self, payload: dict) -> bool:
         """Send one JSON message; False if the connection is gone (the caller decides what failed)."""
-        if not self.open:
+        ws = self.ws
+        if ws is None or self.close_reason is not None or self.closing:
             return False
+        frame = text_frame(_dumps(payload).encode())
         try:
-            self.ws.send(_dumps(payload))
-        except (OSError, WebSocketException):
+            with ws.lock:  # the reader's pong must not land inside a frame that went out in parts
+                ws.sock.sendall(frame)
+        except (OSError, AttributeError):  # AttributeError: the socket was shut down meanwhile (ws.sock is None)
             return False
         return True
 
@@ -258,18 +266,83 @@ class WsConnection:
                 pass
 
 
+def text_frame(data: bytes) -> bytes:
+    """One masked text frame, as websocket-client's ``ABNF.create_frame(...).format()`` makes it, in a quarter of
+    its time (its checks and its array-based masking are most of a ping's cost on the client: bench_ws.py). The mask
+    key comes from ``random``: RFC 6455 asks for an unpredictable key to protect caching proxies from crafted
+    payloads; a load generator's own messages to its own server need none, and os.urandom is a system call."""
+    length = len(data)
+    if length < 126:
+        header = bytes((0x81, 0x80 | length))
+    elif length < 65536:
+        header = _HEADER_16(0x81, 0xFE, length)
+    else:
+        header = _HEADER_64(0x81, 0xFF, length)
+    key = _mask_key(4)
+    mask = int.from_bytes(key * (length // 4 + 1), "little") & ((1 << (8 * length)) - 1)
+    return header + key + (int.from_bytes(data, "little") ^ mask).to_bytes(length, "little")
+
+
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
+_mask_key = random.Random().randbytes  # a generator of its own: seeding the module's random (tests do) leaves it
+
+
 def _read_ahead(ws: websocket.WebSocket) -> None:
     """Frames are read READ_AHEAD bytes at a time (or what a larger part asks for), not a header or payload each,
     straight from the (blocking, gevent) socket into one buffer per connection. websocket-client's own receive makes
     a closure per read and a list per frame part, which an idle connection holds until its next frame: with
-    thousands of users, work for every young collection (bench_ws.py's GC pauses)."""
+    thousands of users, work for every young collection (bench_ws.py's GC pauses).
+
+    After a read that emptied the socket, the reader waits for it to be readable before it reads again: a receive
+    tried first would almost always find nothing, and that system call and its exception cost more than the rest
+    of a ping's handling (bench_ws.py). The wait uses a watcher made once per socket (and a timer, for a socket
+    timeout), where gevent's makes a Waiter, a bound method and a tuple per wait, which an idle connection keeps
+    alive until its next frame. Plain gevent sockets only: an SSL socket may hold decrypted bytes the kernel does
+    not know about, so it is read as gevent does. A connection closes its socket only after stopping its reader:
+    this watcher is not cancelled by a close, as gevent's own would be."""
     sock = ws.sock
     buffer = bytearray()  # holds no references: the collector never walks it
+    waits = type(sock) is gevent.socket.socket
+    hub = get_hub()
+    readable = hub.loop.io(sock.fileno(), 1) if waits else None
+    timer = None
+    timer_after = None
+    waiting = None  # the greenlet in recv_strict's wait
+    drained = False
+
+    def on_readable() -> None:
+        waiting.switch()
+
+    def on_timeout() -> None:
+        waiting.switch(_TIMED_OUT)
+
+    def wait_readable() -> None:
+        nonlocal waiting, timer, timer_after
+        timeout = sock.timeout
+        if timeout is not None and timeout != timer_after:
+            timer, timer_after = hub.loop.timer(timeout, timeout), timeout
+        waiting = getcurrent()
+        readable.start(on_readable)
+        try:
+            if timeout is not None:
+                timer.again(on_timeout)
+            if hub.switch() is _TIMED_OUT:
+                raise TimeoutError("timed out")
+        finally:
+            readable.stop()
+            if timeout is not None:
+                timer.stop()
+            waiting = None
 
     def recv_strict(size: int) -> bytes:
+        nonlocal drained
         while len(buffer) < size:
+            want = min(max(size - len(buffer), READ_AHEAD), MAX_READ)
             try:
-                data = sock.recv(min(max(size - len(buffer), READ_AHEAD), MAX_READ))
+                if drained and waits:
+                    wait_readable()
+                data = sock.recv(want)
             except TimeoutError as exc:  # as websocket-client says it: a heartbeat's clock (reconnect.py) reads it
                 raise WebSocketTimeoutException("Connection timed out") from exc
             except ssl.SSLError as exc:
@@ -278,6 +351,7 @@ def _read_ahead(ws: websocket.WebSocket) -> None:
                 raise
             if not data:
                 raise WebSocketConnectionClosedException("Connection to remote host was lost.")
+            drained = len(data) < want
             buffer.extend(data)
         part = bytes(buffer[:size])
         del buffer[:size]
@@ -285,6 +359,9 @@ def _read_ahead(ws: websocket.WebSocket) -> None:
 
     ws.frame_buffer.recv_strict = recv_strict
     ws.frame_buffer.lock = _ONE_READER
+
+
+_TIMED_OUT = object()
 
 
 class _OneReader:

@@ -91,3 +91,44 @@ def test_read_ahead_frames_parse_whole_however_they_are_split(served):  # noqa: 
     timed = ["WS connect"] + ["ws round trip", "agent startup", "agent complete"] * rounds
     assert env.fired == timed
     assert pongs == [b"hb"] * (2 * rounds)
+
+
+@pytest.mark.parametrize("length", [0, 1, 4, 5, 125, 126, 127, 65535, 65536, 70001])
+def test_text_frame_is_websocket_clients_frame_with_the_same_mask(length):
+    from locustfiles.wsclient import text_frame
+
+    data = bytes(range(256)) * (length // 256 + 1)
+    data = data[:length]
+    frame = text_frame(data)
+    key_at = 2 if length < 126 else 4 if length < 65536 else 10
+    expected = ABNF.create_frame(data, ABNF.OPCODE_TEXT)
+    expected.get_mask_key = lambda _n: frame[key_at : key_at + 4]
+    assert frame == expected.format()
+    assert text_frame(data)[key_at : key_at + 4] != frame[key_at : key_at + 4] or length == 0  # a new key per frame
+
+
+def test_a_silent_socket_times_out_as_websocket_client_says_it(served):  # noqa: F811
+    """The reader's wait for a readable socket keeps the socket's timeout (the tab's heartbeat clock)."""
+    import time
+
+    from websocket import WebSocketTimeoutException
+
+    from locustfiles.exchange import Reporter
+    from locustfiles.wsclient import WsConnection
+
+    def script(peer: Peer, n: int) -> None:
+        peer.sock.sendall(frame(ABNF.OPCODE_TEXT, b'{"type":"notice"}'))
+        gevent.sleep(2.0)
+
+    server = served(script)
+    conn = WsConnection(f"ws://{server.host.removeprefix('http://')}/ws", "token", Reporter(Recorder()))
+    assert conn._open_socket(3.0) is None
+    try:
+        conn.ws.settimeout(0.2)
+        assert conn.ws.recv_data()[1] == b'{"type":"notice"}'  # the read that emptied the socket
+        started = time.perf_counter()
+        with pytest.raises(WebSocketTimeoutException):
+            conn.ws.recv_data()  # waits for readable: nothing comes
+        assert time.perf_counter() - started >= 0.15  # not at once: after the timeout
+    finally:
+        conn.close()
