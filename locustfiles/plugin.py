@@ -9,7 +9,9 @@ a sampler that writes the same file).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 import time
 from typing import Any
 
@@ -36,6 +38,9 @@ record = timings.TimingRecord()
 if not callable(getattr(TaskSet, "_sleep", None)):
     raise ImportError("locust.user.task.TaskSet._sleep is gone: locustfiles/plugin.py needs this Locust's sleep hook")
 TaskSet._sleep = lambda _taskset, seconds: gcwatch.sleep(seconds)
+# A Locust that does not stop is killed by the runner after SIGUSR1: this prints where every thread is (the greenlet
+# running, or the hub waiting) to stderr, which is locust.log, from a C handler that works even when Python is stuck.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 gc_pauses = gcwatch.GcPauses()
 hub = hubwatch.HubWatch()
 live_tokens = tokentab.LiveTokens()  # the web UI's Tokens tab, where there is a web UI (webui.py)

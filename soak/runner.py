@@ -40,6 +40,7 @@ from soak.target import ExternalTarget, health_checks
 BASELINE_TICKS = 3  # idle samples before load starts: the level the drain check compares against
 LOCUST_GRACE = 60.0  # seconds past duration + stop timeout before the runner stops Locust itself
 LOCUST_STOP_WAIT = 30.0  # after SIGINT, how long Locust may take to write its report before SIGKILL
+STACK_DUMP_WAIT = 1.0  # after SIGUSR1, for a hung Locust to write its stacks
 LOCUST_NORMAL_EXITS = (0, 1)  # 1: Locust's own "some requests failed"; anything else is the load generator lost
 POLL = 0.5
 
@@ -98,6 +99,15 @@ class Run:
             self.locust.send_signal(signal.SIGKILL if kill else signal.SIGINT)
             if self.stop_asked is None:  # a Locust that does not stop (a user stuck in on_stop) must not hold the night
                 self.stop_asked = time.time()
+
+    def _kill_hung_locust(self) -> None:
+        """SIGKILL, after SIGUSR1 (the plugin's stack dump into locust.log): why it hung stays on record."""
+        try:
+            self.locust.send_signal(signal.SIGUSR1)
+            self.locust.wait(STACK_DUMP_WAIT)
+        except subprocess.TimeoutExpired:
+            pass
+        self.locust.kill()
 
     def say(self, line: str) -> None:
         print(line, flush=True)
@@ -270,8 +280,11 @@ class Run:
                 self.say("Locust ran past its duration: stopping it")
                 self._stop_locust()
             elif self.stop_asked is not None and now > self.stop_asked + stop_timeout + LOCUST_STOP_WAIT and not killed:
-                self.say(f"Locust still running {now - self.stop_asked:.0f} s after it was asked to stop: killing it")
-                self.locust.kill()
+                self.say(
+                    f"Locust still running {now - self.stop_asked:.0f} s after it was asked to stop: killing it"
+                    " (its stacks are at the end of locust.log)"
+                )
+                self._kill_hung_locust()
                 killed = True
             time.sleep(POLL)
         code = self.locust.returncode
@@ -344,7 +357,7 @@ class Run:
             try:
                 self.locust.wait(LOCUST_STOP_WAIT)
             except subprocess.TimeoutExpired:
-                self.locust.kill()
+                self._kill_hung_locust()
                 self.locust.wait()
         for sampler in self.samplers:
             sampler.stop()
