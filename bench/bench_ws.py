@@ -7,24 +7,27 @@
    ours: batched, see locustfiles/reporting.py), shows what the stats cost on their own.
    Two kinds of round trip: ``ping`` -> ``pong`` (cheap on the server, so the client is the limit) and
    ``chat_message`` -> ``agent_completed`` (six events per message). Goal: at least 0.8 of the bare loop.
-   This process runs on one core and the sut on the others. The three loops alternate, ``--rounds`` times; each
-   round's ratio compares neighbours and the figure is the median: this machine's speed drifts (the bare loop's
-   round trips per CPU second moved between 19,600 and 32,500 within one minute), so a ratio of bests mixed moments.
+   The three loops run at the same time, each in a process of its own with its own users, on one core (the sut on
+   the others), ``--rounds`` times; a round's ratios compare loops that saw the same moment and the figure is their
+   median. Run one after the other, as before, the bare loop's round trips per CPU second moved between 19,600 and
+   32,500 within a minute on this machine, and a round's ratio between 0.6 and 1.5: more than the effect measured.
 2. Idle-ish users: N users, each an HTTP session (used once) and a WebSocket sending one message every 10 s
    (``ping``: a chat message to each would measure the sut's agent, not the client), held for a while: failures,
    exact p50/p99, and the client RSS per user. Goal: 5,000 users per worker at most 64 KiB each.
 
-    .venv/bin/python bench/bench_ws.py [--connections 50] [--seconds 4] [--rounds 5] [--idle-users 1000,2500,5000]
+    .venv/bin/python bench/bench_ws.py [--connections 50] [--seconds 8] [--rounds 3] [--idle-users 1000,2500,5000]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -123,7 +126,20 @@ def our_loop(url: str, token: str, kind: str, thread_id: int, deadline: float, d
     conn.close()
 
 
-def throughput(label, loop, identities, backend, kind, seconds, *extra) -> tuple[float, float]:
+LOOPS = {"bare": (bare_loop, False), "+stats": (bare_loop, True), "ours": (our_loop, True)}  # loop, reports
+LAUNCH_SLACK = 5.0  # seconds for the three loop processes to import Locust before they start together
+
+
+def run_loop(label: str, kind: str, backend: str, identities: list, seconds: float, start_at: float) -> dict:
+    """One loop's round trips and this process's CPU seconds over ``seconds``, from ``start_at`` (unix time)."""
+    loop, reports = LOOPS[label]
+    extra = ()
+    if reports:
+        env = Environment(events=events)
+        env.create_local_runner()  # Locust's stats listen to the request events, as in a real run
+        plugin.keep_record(env)  # the exact timing record, as on a worker
+        extra = (Reporter(env),)
+    gevent.sleep(max(0.0, start_at - time.time()))
     done = [0]
     deadline = time.perf_counter() + seconds
     cpu, started = cpu_seconds(), time.perf_counter()
@@ -132,9 +148,31 @@ def throughput(label, loop, identities, backend, kind, seconds, *extra) -> tuple
         for token, thread_id in identities
     ]
     gevent.joinall(greenlets, raise_error=True)
-    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-    print(f"  {label:<6} {kind:<5} {done[0] / elapsed:9.0f} round trips/s  {done[0] / cpu:9.0f} per CPU s")
-    return done[0] / elapsed, done[0] / cpu
+    return {"done": done[0], "elapsed": time.perf_counter() - started, "cpu": cpu_seconds() - cpu}
+
+
+def concurrent_round(kind: str, backend: str, identities: dict[str, list], seconds: float) -> dict[str, tuple]:
+    """The three loops at the same time, each in a process of its own on this process's core, each with its own
+    users: the machine's drift and the sut's pace are the same for all three. Per loop: (per s, per CPU s)."""
+    start_at = time.time() + LAUNCH_SLACK
+    procs = {
+        label: subprocess.Popen(
+            [sys.executable, __file__, "--loop", label, "--kinds", kind, "--backend", backend]
+            + ["--seconds", str(seconds), "--start-at", str(start_at), "--identities", json.dumps(identities[label])],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for label in LOOPS
+    }
+    figures = {}
+    for label, proc in procs.items():
+        output, _ = proc.communicate(timeout=LAUNCH_SLACK + seconds + 120)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench_ws: the {label} loop failed (exit code {proc.returncode})")
+        result = json.loads(output.strip().splitlines()[-1])
+        figures[label] = (result["done"] / result["elapsed"], result["done"] / result["cpu"])
+        print(f"  {label:<6} {kind:<5} {figures[label][0]:9.0f} round trips/s  {figures[label][1]:9.0f} per CPU s")
+    return figures
 
 
 def idle_users(count: int, token: str, backend: str, seconds: float, env: Environment, record: TimingRecord) -> dict:
@@ -205,34 +243,43 @@ def idle_users(count: int, token: str, backend: str, seconds: float, env: Enviro
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=50, help="concurrent connections for the round-trip runs")
-    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per round-trip run")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of the three loops per kind")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per round-trip run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three loops per kind")
     parser.add_argument("--kinds", default="ping,chat", help="round-trip kinds to compare ('' = none)")
     parser.add_argument("--idle-users", default="1000,2500,5000,9000", help="idle-ish user counts to try, in order")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="seconds to hold each idle-ish count")
+    parser.add_argument("--loop", choices=list(LOOPS), help=argparse.SUPPRESS)  # a round's loop process
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    parser.add_argument("--identities", help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loop:
+        result = run_loop(args.loop, args.kinds, args.backend, json.loads(args.identities), args.seconds, args.start_at)
+        print(json.dumps(result))
+        return 0
 
     env = Environment(events=events)
     env.create_local_runner()  # Locust's stats listen to the request events, as in a real run
     plugin.keep_record(env)  # the exact timing record, as on a worker
     record = plugin.record
-    report = Reporter(env)
     config = SutConfig(rate_limit=1_000_000, agent_step=0.0, access_token_ttl=3600.0)
     with start_sut(config, settings={"ws_ping_interval": 0.0}) as sut:
         auth, backend = sut.urls["auth"], sut.urls["backend"]
-        identities = [login(auth, backend, f"bench-{i}-{new_id()}@soak.test") for i in range(args.connections)]
+        identities = {
+            label: [login(auth, backend, f"bench-{i}-{new_id()}@soak.test") for i in range(args.connections)]
+            for label in LOOPS
+        }
         print(pin_apart(sut.pids.values()))
         print(
-            f"round trips, {args.connections} connections, {args.rounds} rounds of {args.seconds:g} s per loop"
-            " (the loops alternate; a round's ratio compares neighbours, the median of the rounds is the figure):"
+            f"round trips, {args.connections} connections per loop, the three loops at once, {args.rounds} rounds of"
+            f" {args.seconds:g} s (the figure is the median of the rounds' ratios):"
         )
         ratios = {}
         for kind in [k for k in args.kinds.split(",") if k]:
             rounds = []
             for _ in range(args.rounds):
-                bare = throughput("bare", bare_loop, identities, backend, kind, args.seconds)
-                stats = throughput("+stats", bare_loop, identities, backend, kind, args.seconds, report)
-                ours = throughput("ours", our_loop, identities, backend, kind, args.seconds, report)
+                figures = concurrent_round(kind, backend, identities, args.seconds)
+                bare, stats, ours = figures["bare"], figures["+stats"], figures["ours"]
                 rounds.append((ours[0] / bare[0], ours[1] / bare[1], stats[1] / bare[1]))
             per_second, per_cpu, stats_alone = (statistics.median(column) for column in zip(*rounds, strict=True))
             ratios[kind] = (per_second, per_cpu)
@@ -242,7 +289,7 @@ def main() -> int:
 
         print(f"idle-ish users (one ping every {IDLE_EVERY:g} s), {args.idle_seconds:g} s each:")
         held, per_conn = 0, float("nan")
-        token = identities[0][0]
+        token = identities["ours"][0][0]
         fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         for count in [int(n) for n in args.idle_users.split(",") if n]:
             if FDS_PER_USER * count + FD_RESERVE > fd_limit:
