@@ -66,8 +66,8 @@ def cpu_seconds() -> float:
 
 
 def pin_apart(sut_pids) -> str:
-    """This process on one core, the sut's processes on the others: the client's CPU per round trip then does not
-    depend on where the scheduler put whom (on 2 shared cores the bare loop's figure moved by half between rounds)."""
+    """This process (and the loop processes it starts) on one core, the sut's processes on the others: the loops
+    compete for their core only with each other, never with the sut they measure against."""
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         return "client and sut share the only core"
